@@ -1,0 +1,384 @@
+"""Multi-agent traffic-signal environment: a PettingZoo ParallelEnv on libsumo.
+
+One agent per traffic light with at least two distinct green phases; every agent acts every
+``delta_time`` simulated seconds by choosing its next green phase (see ``signal.py`` for the
+phase rules, which follow sumo-rl). Observation and reward are swappable functions
+(``observations.py``, ``rewards.py``) with sumo-rl's as defaults.
+
+Why it is fast: lane data are read once per decision through libsumo subscriptions (one call
+for all lanes, not one per lane and variable), the simulation advances with one
+``simulationStep(t)`` call per transition boundary rather than per second, and observations are
+slices of shared numpy arrays. Traffic lights that are not agents keep their own programs.
+
+libsumo runs one simulation per process; ``use_gui=True`` switches to TraCI and sumo-gui.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from leed_traffic import sumo_env
+from leed_traffic.errors import UserError
+from leed_traffic.observations import ObservationFunction, get_observation
+from leed_traffic.rewards import NEEDS_VEHICLE_IDS, RewardFunction, get_reward
+from leed_traffic.scenario import Scenario, build_scenario
+from leed_traffic.signal import MIN_GAP, SignalTopology, TrafficSignal, read_topology
+from leed_traffic.state import ApproachState, IntersectionState, PhaseInfo
+
+log = logging.getLogger(__name__)
+
+VEH_NUMBER, VEH_IDS, HALTING, MEAN_LENGTH = 0x10, 0x12, 0x14, 0x15
+
+
+@dataclass
+class EnvConfig:
+    """Environment options (every one can be passed to ``make_env`` as a keyword)."""
+
+    delta_time: int = 5
+    """Seconds between decisions (sumo-rl: 5; RESCO: 10)."""
+    yellow_time: int = 2
+    """Yellow seconds on every phase change (sumo-rl: 2; RESCO: 3)."""
+    all_red_time: int = 0
+    """All-red clearance after the yellow, seconds (0 as in sumo-rl)."""
+    min_green: int = 5
+    """A change is only possible this long after the previous one's yellow (enforced)."""
+    max_green: int = 50
+    """Longest green; enforced (forces a change) only with ``enforce_max_green``."""
+    enforce_max_green: bool = False
+    """sumo-rl never forces a change; real controllers do. Off by default for comparability."""
+    observation: Any = "default"
+    """Name in ``observations.OBSERVATIONS`` or an ObservationFunction."""
+    reward: Any = "diff-waiting-time"
+    """Name in ``rewards.REWARDS`` or a callable ``(signal, env) -> float``."""
+    seconds: int | None = None
+    """Episode length; default: the scenario's ``end - begin``."""
+    time_to_teleport: int | None = None
+    """SUMO jam teleport threshold; default: the scenario's."""
+    waiting_time_memory: int = 1000
+    """Window of SUMO's accumulated waiting time, s (sumo-rl's default)."""
+    max_depart_delay: int = -1
+    """Drop vehicles that cannot be inserted for this long (-1: never, they count as delay)."""
+    control: bool = True
+    """False runs the lights' own programs (fixed/actuated/Webster) through the same loop."""
+    use_gui: bool = False
+    tripinfo: str | None = None
+    """Write SUMO tripinfo (with unfinished trips) here for ``metrics``."""
+    additional_files: tuple[str, ...] = ()
+    sumo_args: tuple[str, ...] = ()
+    seed: int = 0
+    """Episode seed: SUMO's seed and the demand file (``scenario.route_file(seed)``)."""
+
+
+class LaneTable:
+    """Per-lane arrays refreshed from one subscription read per decision."""
+
+    def __init__(self, ids: list[str], lengths: np.ndarray, with_vehicle_ids: bool) -> None:
+        self.ids = ids
+        self.index = {ln: i for i, ln in enumerate(ids)}
+        self.length = lengths
+        self.with_vehicle_ids = with_vehicle_ids
+        n = len(ids)
+        self.veh = np.zeros(n)
+        self.halt = np.zeros(n)
+        self.mlen = np.zeros(n)
+        self.density = np.zeros(n)
+        self.queue = np.zeros(n)
+        self._vids: list[tuple[str, ...]] = [()] * n
+
+    def subscribe(self, sim) -> None:
+        vars_ = [VEH_NUMBER, HALTING, MEAN_LENGTH] + ([VEH_IDS] if self.with_vehicle_ids else [])
+        for ln in self.ids:
+            sim.lane.subscribe(ln, vars_)
+
+    def refresh(self, sim) -> None:
+        res = sim.lane.getAllSubscriptionResults()
+        veh, halt, mlen, vids = self.veh, self.halt, self.mlen, self._vids
+        for i, ln in enumerate(self.ids):
+            r = res[ln]
+            veh[i] = r[VEH_NUMBER]
+            halt[i] = r[HALTING]
+            mlen[i] = r[MEAN_LENGTH]
+            if self.with_vehicle_ids:
+                vids[i] = r[VEH_IDS]
+        cap = self.length / (MIN_GAP + mlen)
+        np.minimum(veh / cap, 1.0, out=self.density)
+        np.minimum(halt / cap, 1.0, out=self.queue)
+
+    def vehicles(self, i: int) -> tuple[str, ...]:
+        return self._vids[i]
+
+
+@functools.lru_cache(maxsize=4)
+def _read_net(net_file: str):
+    import sumolib
+
+    return sumolib.net.readNet(net_file, withPrograms=True, withConnections=True)
+
+
+class _NetView:
+    """Enough of the TraCI API, answered from sumolib, to read topology without a simulation."""
+
+    def __init__(self, net) -> None:
+        self.net = net
+        self.trafficlight = self
+        self.lane = self
+
+    def _conns(self, tls_id: str):
+        by_idx: dict[int, tuple[str, str]] = {}
+        for in_lane, out_lane, idx in self.net.getTLS(tls_id).getConnections():
+            by_idx.setdefault(idx, (in_lane.getID(), out_lane.getID()))
+        n = max(by_idx) + 1 if by_idx else 0
+        return [by_idx.get(i) for i in range(n)]
+
+    def getControlledLanes(self, tls_id: str) -> list[str]:
+        return [c[0] for c in self._conns(tls_id) if c]
+
+    def getControlledLinks(self, tls_id: str):
+        return [[(c[0], c[1], "")] if c else [] for c in self._conns(tls_id)]
+
+    def getLength(self, lane: str) -> float:
+        return self.net.getLane(lane).getLength()
+
+
+class LeedTrafficEnv(ParallelEnv):
+    metadata = {"name": "leed_traffic_v0", "render_modes": []}
+
+    def __init__(self, scenario: Scenario, config: EnvConfig | None = None) -> None:
+        self.scenario = scenario
+        self.config = config = config or EnvConfig()
+        if config.delta_time <= config.yellow_time + config.all_red_time:
+            raise UserError(
+                f"delta_time ({config.delta_time}) must exceed yellow_time + all_red_time "
+                f"({config.yellow_time + config.all_red_time}); raise delta_time or shorten the yellow."
+            )
+        if config.min_green < 0 or config.yellow_time < 0 or config.delta_time <= 0:
+            raise UserError("delta_time must be positive and yellow_time, min_green non-negative.")
+        self.begin = scenario.begin
+        self.end = scenario.begin + config.seconds if config.seconds else scenario.end
+        if self.end <= self.begin:
+            raise UserError(f"seconds must be positive (got {config.seconds}).")
+        self.observation_fn: ObservationFunction = get_observation(config.observation)
+        self.reward_fn: RewardFunction = get_reward(config.reward)
+        self.sim = None
+        self.sim_time = float(self.begin)
+        net = _read_net(str(scenario.net_file))
+        view = _NetView(net)
+        self.topologies: dict[str, SignalTopology] = {}
+        for tls_id in scenario.agents:
+            programs = net.getTLS(tls_id).getPrograms()
+            phases = [p.state for p in programs[sorted(programs)[0]].getPhases()]
+            self.topologies[tls_id] = read_topology(view, net, tls_id, phases)
+        self.possible_agents = list(scenario.agents) if config.control else []
+        self.agents: list[str] = []
+        lanes = list(dict.fromkeys(
+            ln for t in self.topologies.values() for ln in t.in_lanes + t.out_lanes
+        ))
+        lengths = np.array([net.getLane(ln).getLength() for ln in lanes])
+        with_ids = isinstance(config.reward, str) and config.reward in NEEDS_VEHICLE_IDS or not isinstance(config.reward, str)
+        self.lanes = LaneTable(lanes, lengths, with_vehicle_ids=True if with_ids else False)
+        self.signals: dict[str, TrafficSignal] = {}
+        for a in self.possible_agents:
+            ts = TrafficSignal(None, self.topologies[a], delta_time=config.delta_time,
+                               yellow_time=config.yellow_time, min_green=config.min_green,
+                               max_green=config.max_green, all_red_time=config.all_red_time,
+                               enforce_max_green=config.enforce_max_green)
+            self._index_signal(ts)
+            self.signals[a] = ts
+        self._obs_spaces = {a: self.observation_fn.space(ts) for a, ts in self.signals.items()}
+        self._act_spaces = {a: spaces.Discrete(ts.num_green_phases) for a, ts in self.signals.items()}
+        self.vehicle_lane_wait: dict[str, dict[str, float]] = {}
+        self.episode_seed = config.seed
+
+    # ------------------------------------------------------------------ spaces
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._obs_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return self._act_spaces[agent]
+
+    def _index_signal(self, ts: TrafficSignal) -> None:
+        idx = self.lanes.index
+        topo = ts.topo
+        ts.in_idx = np.array([idx[ln] for ln in topo.in_lanes], dtype=np.int64)
+        ts.out_idx = np.array([idx[ln] for ln in topo.out_lanes], dtype=np.int64)
+        ts.phase_lane_idx, ts.phase_link_in_idx, ts.phase_link_out_idx = [], [], []
+        for g in topo.greens:
+            links = [(li, lo) for k, (li, lo) in enumerate(topo.links) if li and k < len(g) and g[k] in "Gg"]
+            ts.phase_link_in_idx.append(np.array([idx[li] for li, _ in links], dtype=np.int64))
+            ts.phase_link_out_idx.append(np.array([idx[lo] for _, lo in links], dtype=np.int64))
+            ts.phase_lane_idx.append(np.array(sorted({idx[li] for li, _ in links}), dtype=np.int64))
+
+    # ------------------------------------------------------------------ simulation
+    def sumo_command(self, seed: int) -> list[str]:
+        c = self.config
+        binary = sumo_env.sumo_binary("sumo-gui" if c.use_gui else "sumo")
+        ttt = self.scenario.time_to_teleport if c.time_to_teleport is None else c.time_to_teleport
+        cmd = [
+            binary, "-n", str(self.scenario.net_file), "-r", str(self.scenario.route_file(seed)),
+            "--begin", str(self.begin), "--end", str(self.end),
+            "--max-depart-delay", str(c.max_depart_delay),
+            "--waiting-time-memory", str(c.waiting_time_memory),
+            "--time-to-teleport", str(ttt),
+            "--seed", str(seed), "--no-warnings", "--no-step-log",
+        ]
+        if c.tripinfo:
+            cmd += ["--tripinfo-output", str(c.tripinfo), "--tripinfo-output.write-unfinished"]
+        if c.additional_files:
+            cmd += ["--additional-files", ",".join(map(str, c.additional_files))]
+        if c.use_gui:
+            cmd += ["--start", "--quit-on-end"]
+        return cmd + list(c.sumo_args)
+
+    def _start(self, seed: int) -> None:
+        self.close()
+        if self.config.use_gui:
+            import traci as sim
+        else:
+            import libsumo as sim
+        sim.start(self.sumo_command(seed))
+        self.sim = sim
+        _ACTIVE.add(id(self))
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.episode_seed = int(seed)
+        self._start(self.episode_seed)
+        self.sim_time = float(self.sim.simulation.getTime())
+        for ts in self.signals.values():
+            ts.sim = self.sim
+            ts.install(self.sim_time)
+        self.lanes.subscribe(self.sim)
+        self.lanes.refresh(self.sim)
+        self.vehicle_lane_wait = {}
+        self.agents = list(self.possible_agents)
+        obs = {a: self.observation_fn(ts, self) for a, ts in self.signals.items()}
+        return obs, {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, int]):
+        if self.sim is None or not self.agents and self.config.control:
+            raise RuntimeError("call reset() before step() (the episode has ended or never started)")
+        now = self.sim_time
+        for a, act in actions.items():
+            ts = self.signals.get(a)
+            if ts is not None:
+                ts.set_next_phase(int(act), now)
+        target = min(now + self.config.delta_time, self.end)
+        self._advance(now, target)
+        self.lanes.refresh(self.sim)
+        obs = {a: self.observation_fn(ts, self) for a, ts in self.signals.items()}
+        rewards = {a: float(self.reward_fn(ts, self)) for a, ts in self.signals.items()}
+        done = self.sim_time >= self.end
+        terms = {a: False for a in self.agents}
+        truncs = {a: done for a in self.agents}
+        infos: dict[str, dict] = {a: {} for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+    def _advance(self, now: float, target: float) -> None:
+        """Run to ``target``, stopping at yellow/all-red boundaries of switching signals."""
+        boundaries: dict[float, list[TrafficSignal]] = {}
+        for ts in self.signals.values():
+            if ts.is_yellow:
+                for t in (ts.last_change + ts.yellow_time, ts.switch_to_green_at):
+                    if now < t <= target:
+                        boundaries.setdefault(t, []).append(ts)
+        for t in sorted(boundaries):
+            self.sim.simulationStep(t)
+            for ts in boundaries[t]:
+                ts.on_time(t)
+        self.sim.simulationStep(target)
+        self.sim_time = float(self.sim.simulation.getTime())
+
+    def run_to_end(self) -> None:
+        """Advance without decisions (program-controlled episodes)."""
+        while self.sim_time < self.end:
+            self._advance(self.sim_time, min(self.sim_time + self.config.delta_time, self.end))
+
+    def close(self) -> None:
+        if self.sim is not None:
+            try:
+                self.sim.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection is fine
+                pass
+            self.sim = None
+            _ACTIVE.discard(id(self))
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # ------------------------------------------------------------------ helpers for experts / text
+    def accumulated_waiting_time(self, veh: str) -> float:
+        return self.sim.vehicle.getAccumulatedWaitingTime(veh)
+
+    def phase_pressures(self, ts: TrafficSignal) -> np.ndarray:
+        veh = self.lanes.veh
+        return np.array([veh[i].sum() - veh[o].sum() for i, o in zip(ts.phase_link_in_idx, ts.phase_link_out_idx)])
+
+    def phase_queues(self, ts: TrafficSignal) -> np.ndarray:
+        halt = self.lanes.halt
+        return np.array([halt[i].sum() for i in ts.phase_lane_idx])
+
+    def legal_actions(self, agent: str) -> tuple[int, ...]:
+        return self.signals[agent].legal_actions(self.sim_time)
+
+    def intersection_state(self, agent: str) -> IntersectionState:
+        ts = self.signals[agent]
+        topo = ts.topo
+        pressures = self.phase_pressures(ts)
+        queues = self.phase_queues(ts)
+        phases = tuple(
+            PhaseInfo(i, g, topo.movements[i] if topo.movements else (), int(queues[i]), float(pressures[i]))
+            for i, g in enumerate(topo.greens)
+        )
+        approaches = []
+        idx = self.lanes.index
+        for street, direction, lanes in topo.approaches:
+            ids = [idx[ln] for ln in lanes]
+            halted = int(self.lanes.halt[ids].sum())
+            total = int(self.lanes.veh[ids].sum())
+            wait = 0.0
+            if self.lanes.with_vehicle_ids:
+                wait = sum(self.accumulated_waiting_time(v) for i in ids for v in self.lanes.vehicles(i))
+            approaches.append(ApproachState(street, direction, halted, total - halted, round(wait, 1), len(lanes)))
+        return IntersectionState(
+            agent_id=agent, name=topo.name, time=self.sim_time, phases=phases, approaches=tuple(approaches),
+            current_phase=ts.green_phase, time_in_phase=self.sim_time - ts.last_change,
+            min_green=float(ts.min_green), max_green=float(ts.max_green),
+            legal_actions=ts.legal_actions(self.sim_time), is_yellow=ts.is_yellow,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"scenario": self.scenario.to_json(), "config": {k: (v if isinstance(v, (int, float, str, bool, type(None), tuple, list)) else repr(v)) for k, v in asdict(self.config).items()}}
+
+
+_ACTIVE: set[int] = set()
+
+
+def make_env(city: str | Scenario, **options: Any) -> LeedTrafficEnv:
+    """Build the city's scenario if needed and return its environment.
+
+    ``options`` are ``EnvConfig`` fields (``delta_time``, ``yellow_time``, ``min_green``,
+    ``seconds``, ``reward``, ``observation``, ``seed``, ...).
+    """
+    fields = EnvConfig.__dataclass_fields__
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise UserError(f"Unknown environment option(s) {', '.join(unknown)}; valid: {', '.join(fields)}.")
+    scenario = city if isinstance(city, Scenario) else build_scenario(city)
+    return LeedTrafficEnv(scenario, EnvConfig(**options))
+
+
+EnvFactory = Callable[[], LeedTrafficEnv]
+__all__ = ["EnvConfig", "LeedTrafficEnv", "make_env", "field", "Path"]

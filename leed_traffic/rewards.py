@@ -1,0 +1,76 @@
+"""Reward functions: swappable callables ``(signal, env) -> float``, registered by name.
+
+``diff-waiting-time`` (default) reproduces sumo-rl: the drop, since the last decision, of the
+accumulated waiting time (s / 100) of the vehicles on the agent's incoming lanes, each vehicle's
+waiting time attributed to the lane it accrued on. ``pressure`` and ``queue`` are sumo-rl's too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from leed_traffic.env import LeedTrafficEnv
+    from leed_traffic.signal import TrafficSignal
+
+RewardFunction = Callable[["TrafficSignal", "LeedTrafficEnv"], float]
+
+
+def accumulated_waiting_time_per_lane(ts: "TrafficSignal", env: "LeedTrafficEnv") -> list[float]:
+    """sumo-rl's per-lane attribution of each vehicle's accumulated waiting time."""
+    out = []
+    vehicles = env.vehicle_lane_wait
+    acc_of = env.accumulated_waiting_time
+    for li in ts.in_idx:
+        lane = env.lanes.ids[li]
+        total = 0.0
+        for veh in env.lanes.vehicles(li):
+            acc = acc_of(veh)
+            per_lane = vehicles.get(veh)
+            if per_lane is None:
+                vehicles[veh] = per_lane = {lane: acc}
+            else:
+                per_lane[lane] = acc - sum(v for k, v in per_lane.items() if k != lane)
+            total += per_lane[lane]
+        out.append(total)
+    return out
+
+
+def diff_waiting_time(ts: "TrafficSignal", env: "LeedTrafficEnv") -> float:
+    wait = sum(accumulated_waiting_time_per_lane(ts, env)) / 100.0
+    reward = ts.last_measure - wait
+    ts.last_measure = wait
+    return reward
+
+
+def pressure(ts: "TrafficSignal", env: "LeedTrafficEnv") -> float:
+    """Vehicles leaving minus vehicles approaching (sumo-rl's sign: higher is better)."""
+    veh = env.lanes.veh
+    return float(veh[ts.out_idx].sum() - veh[ts.in_idx].sum())
+
+
+def queue(ts: "TrafficSignal", env: "LeedTrafficEnv") -> float:
+    return -float(env.lanes.halt[ts.in_idx].sum())
+
+
+REWARDS: dict[str, RewardFunction] = {
+    "diff-waiting-time": diff_waiting_time,
+    "pressure": pressure,
+    "queue": queue,
+}
+NEEDS_VEHICLE_IDS = {"diff-waiting-time"}
+
+
+def get_reward(name: str | RewardFunction) -> RewardFunction:
+    if isinstance(name, str):
+        if name not in REWARDS:
+            from leed_traffic.errors import UserError
+
+            raise UserError(f"Unknown reward {name!r}; choose one of {', '.join(REWARDS)}.")
+        return REWARDS[name]
+    return name
+
+
+__all__ = ["REWARDS", "get_reward", "diff_waiting_time", "pressure", "queue", "np"]
