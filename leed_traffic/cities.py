@@ -75,6 +75,10 @@ class CitySpec:
     """SUMO's jam teleport threshold, s (-1 disables; RESCO's maps use -1 as in ANCHORS.md)."""
     eval_seeds: tuple[int, ...] = (100, 101, 102)
     """Held-out seeds for evaluation (never used for training)."""
+    delta_time: int = 5
+    """Default decision interval, s (sumo-rl's 5 for OSM cities; RESCO's 10 for its maps)."""
+    yellow_time: int = 2
+    """Default yellow, s (sumo-rl's 2; RESCO's 3)."""
     description: str = ""
 
 
@@ -124,6 +128,8 @@ def load_city_toml(path: Path) -> CitySpec:
         end=int(ep.get("end", 3600)),
         time_to_teleport=int(ep.get("time_to_teleport", 300)),
         eval_seeds=tuple(ev.get("seeds", (100, 101, 102))),
+        delta_time=int(raw.get("control", {}).get("delta_time", 5)),
+        yellow_time=int(raw.get("control", {}).get("yellow_time", 2)),
         description=city.get("description", ""),
     )
 
@@ -144,7 +150,7 @@ def resolve_city(city: str, **overrides: Any) -> CitySpec:
         win = RESCO_SCENARIOS[key.lower()]
         spec = CitySpec(
             name=key.lower(), kind="resco", begin=win["begin"], end=win["end"], time_to_teleport=-1,
-            eval_seeds=(100, 101, 102, 103, 104),
+            eval_seeds=(100, 101, 102, 103, 104), delta_time=10, yellow_time=3,
         )
     elif key.lower().startswith("place:") or "," in key:
         place = key.split(":", 1)[1].strip() if key.lower().startswith("place:") else key

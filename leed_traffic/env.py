@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,10 +42,10 @@ VEH_NUMBER, VEH_IDS, HALTING, MEAN_LENGTH = 0x10, 0x12, 0x14, 0x15
 class EnvConfig:
     """Environment options (every one can be passed to ``make_env`` as a keyword)."""
 
-    delta_time: int = 5
-    """Seconds between decisions (sumo-rl: 5; RESCO: 10)."""
-    yellow_time: int = 2
-    """Yellow seconds on every phase change (sumo-rl: 2; RESCO: 3)."""
+    delta_time: int | None = None
+    """Seconds between decisions; default: the scenario's (sumo-rl's 5 on OSM cities, RESCO's 10)."""
+    yellow_time: int | None = None
+    """Yellow seconds on every phase change; default: the scenario's (sumo-rl's 2, RESCO's 3)."""
     all_red_time: int = 0
     """All-red clearance after the yellow, seconds (0 as in sumo-rl)."""
     min_green: int = 5
@@ -78,7 +78,16 @@ class EnvConfig:
 
 
 class LaneTable:
-    """Per-lane arrays refreshed from one subscription read per decision."""
+    """Per-lane arrays refreshed once per decision.
+
+    On libsumo the table is read with direct getters: one vehicle count per lane, then halting
+    number, mean vehicle length (and vehicle ids) only for the lanes that hold a vehicle; an empty
+    lane has 0 halting, mean length 0 and no ids by definition (SUMO computes all four from the
+    same vehicle list). This is cheaper than lane subscriptions, which libsumo evaluates for every
+    lane at every ``simulationStep`` call (the yellow boundaries included) and converts into a
+    dict per lane. Over TraCI (``use_gui``) a call is a socket round trip, so there the table
+    uses one subscription read per decision.
+    """
 
     def __init__(self, ids: list[str], lengths: np.ndarray, with_vehicle_ids: bool) -> None:
         self.ids = ids
@@ -92,14 +101,50 @@ class LaneTable:
         self.density = np.zeros(n)
         self.queue = np.zeros(n)
         self._vids: list[tuple[str, ...]] = [()] * n
+        self._direct = False
+        self._nonempty: list[int] = []
 
     def subscribe(self, sim) -> None:
+        """Prepare reading from ``sim`` (a fresh simulation): direct reads on libsumo, else subscriptions."""
+        n = len(self.ids)
+        self.veh[:] = self.halt[:] = self.mlen[:] = 0.0
+        self._vids = [()] * n
+        self._nonempty = []
+        self._direct = getattr(sim, "__name__", "").split(".")[0] == "libsumo"
+        if self._direct:
+            return
         vars_ = [VEH_NUMBER, HALTING, MEAN_LENGTH] + ([VEH_IDS] if self.with_vehicle_ids else [])
         for ln in self.ids:
             sim.lane.subscribe(ln, vars_)
 
     def refresh(self, sim) -> None:
-        res = sim.lane.getAllSubscriptionResults()
+        if self._direct:
+            self._read_direct(sim.lane)
+        else:
+            self._read_subscriptions(sim.lane)
+        cap = self.length / (MIN_GAP + self.mlen)
+        np.minimum(self.veh / cap, 1.0, out=self.density)
+        np.minimum(self.halt / cap, 1.0, out=self.queue)
+
+    def _read_direct(self, lane) -> None:
+        ids, veh, halt, mlen, vids = self.ids, self.veh, self.halt, self.mlen, self._vids
+        veh[:] = list(map(lane.getLastStepVehicleNumber, ids))
+        nonempty = np.flatnonzero(veh).tolist()
+        halt.fill(0.0)
+        mlen.fill(0.0)
+        names = [ids[i] for i in nonempty]
+        if nonempty:
+            halt[nonempty] = list(map(lane.getLastStepHaltingNumber, names))
+            mlen[nonempty] = list(map(lane.getLastStepLength, names))
+        if self.with_vehicle_ids:
+            for i in self._nonempty:
+                vids[i] = ()
+            for i, v in zip(nonempty, map(lane.getLastStepVehicleIDs, names)):
+                vids[i] = v
+        self._nonempty = nonempty
+
+    def _read_subscriptions(self, lane) -> None:
+        res = lane.getAllSubscriptionResults()
         veh, halt, mlen, vids = self.veh, self.halt, self.mlen, self._vids
         for i, ln in enumerate(self.ids):
             r = res[ln]
@@ -108,9 +153,6 @@ class LaneTable:
             mlen[i] = r[MEAN_LENGTH]
             if self.with_vehicle_ids:
                 vids[i] = r[VEH_IDS]
-        cap = self.length / (MIN_GAP + mlen)
-        np.minimum(veh / cap, 1.0, out=self.density)
-        np.minimum(halt / cap, 1.0, out=self.queue)
 
     def vehicles(self, i: int) -> tuple[str, ...]:
         return self._vids[i]
@@ -153,7 +195,11 @@ class LeedTrafficEnv(ParallelEnv):
 
     def __init__(self, scenario: Scenario, config: EnvConfig | None = None) -> None:
         self.scenario = scenario
-        self.config = config = config or EnvConfig()
+        config = config or EnvConfig()
+        if config.delta_time is None or config.yellow_time is None:
+            config = replace(config, delta_time=config.delta_time or scenario.delta_time,
+                             yellow_time=scenario.yellow_time if config.yellow_time is None else config.yellow_time)
+        self.config = config
         if config.delta_time <= config.yellow_time + config.all_red_time:
             raise UserError(
                 f"delta_time ({config.delta_time}) must exceed yellow_time + all_red_time "

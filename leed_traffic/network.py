@@ -167,6 +167,9 @@ def build_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
         cmd = [sumo_binary("netconvert"), "--osm-files", str(osm), *opts, "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         (tmp / "netconvert.log").write_text(" ".join(cmd) + "\n\n" + proc.stdout + proc.stderr)
+        if "No edges loaded" in proc.stderr:
+            where = f" inside the bbox {spec.bbox}" if spec.bbox else ""
+            raise ScenarioError(f"{src.name} has no drivable roads{where}; choose a larger area or another bbox.")
         if proc.returncode != 0 or not out.exists():
             first = next((ln for ln in proc.stderr.splitlines() if "Error" in ln), proc.stderr.strip()[:300])
             raise UserError(f"netconvert could not build a network from {src} ({first.strip()}); is it a valid OSM extract?")

@@ -23,10 +23,16 @@ def accumulated_waiting_time_per_lane(ts: "TrafficSignal", env: "LeedTrafficEnv"
     out = []
     vehicles = env.vehicle_lane_wait
     acc_of = env.accumulated_waiting_time
-    for li in ts.in_idx:
-        lane = env.lanes.ids[li]
+    ids = env.lanes.ids
+    vehicles_on = env.lanes.vehicles
+    for li in ts.in_idx.tolist():
+        on_lane = vehicles_on(li)
+        if not on_lane:  # most lanes are empty most of the time
+            out.append(0.0)
+            continue
+        lane = ids[li]
         total = 0.0
-        for veh in env.lanes.vehicles(li):
+        for veh in on_lane:
             acc = acc_of(veh)
             per_lane = vehicles.get(veh)
             if per_lane is None:

@@ -42,6 +42,8 @@ class Scenario:
     eval_seeds: tuple[int, ...] = (100, 101, 102)
     n_traffic_lights: int = 0
     vehicles_per_route_file: tuple[int, ...] = ()
+    delta_time: int = 5
+    yellow_time: int = 2
 
     @property
     def n_agents(self) -> int:
@@ -81,6 +83,7 @@ def _scenario_hash(spec: CitySpec, net_hash: str) -> str:
         "begin": spec.begin,
         "end": spec.end,
         "ttt": spec.time_to_teleport,
+        "control": [spec.delta_time, spec.yellow_time],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -124,6 +127,7 @@ def build_scenario(city: str | CitySpec, force: bool = False, **overrides: Any) 
             agents=tuple(agents), begin=spec.begin, end=spec.end, hash=digest,
             time_to_teleport=spec.time_to_teleport, eval_seeds=spec.eval_seeds,
             n_traffic_lights=net.n_traffic_lights, vehicles_per_route_file=counts,
+            delta_time=spec.delta_time, yellow_time=spec.yellow_time,
         )
         meta = scenario.to_json() | {"demand": dataclasses.asdict(spec.demand),
                                      "attribution": "Map data © OpenStreetMap contributors (ODbL)"

