@@ -123,6 +123,102 @@ def evaluate(
     console.print(f"wrote {out / 'metrics.csv'}")
 
 
+LLM_CHOICES = "auto, claude, openai, local, max-pressure, longest-queue"
+
+
+@app.command()
+@user_errors
+def demos(
+    city: str = CityOpt,
+    llm: str = typer.Option("auto", "--llm", help=f"Demonstrator: {LLM_CHOICES}."),
+    rounds: int = typer.Option(3, min=1, help="Generation + refinement rounds."),
+    seconds: Optional[int] = typer.Option(None, min=1, help="Episode length (default: the scenario's)."),
+    seed: int = typer.Option(0, help="Demand/SUMO seed of the rounds."),
+    model: Optional[str] = typer.Option(None, help="Model name override for claude/openai."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/demos/<city>-<llm>-s<seed>)."),
+) -> None:
+    """Generate expert demonstrations with an LLM (or a reference expert), refined over rounds."""
+    from leed_traffic.demos import generate_demos
+
+    path = generate_demos(city, llm=llm, rounds=rounds, seconds=seconds, out=out, seed=seed, model=model)
+    console.print(f"demonstrations: {path}")
+
+
+@app.command()
+@user_errors
+def train(
+    city: str = CityOpt,
+    algo: str = typer.Option("leed", help="leed, ippo, mappo or bc."),
+    llm: str = typer.Option("auto", "--llm", help=f"Demonstrator for leed/bc: {LLM_CHOICES}."),
+    demos_dir: Optional[Path] = typer.Option(None, "--demos", help="Use this demonstration dataset instead of generating one."),
+    demo_rounds: int = typer.Option(2, min=1, help="Refinement rounds when generating demonstrations."),
+    episodes: int = typer.Option(40, min=1, help="Training budget in episodes (all agents act every decision)."),
+    seconds: Optional[int] = typer.Option(None, min=1, help="Episode length (default: the scenario's)."),
+    workers: int = typer.Option(1, min=1, help="Rollout worker processes (one SUMO each)."),
+    seed: int = typer.Option(0, help="Seed of the run (networks, episodes, demonstrations)."),
+    eval_episodes: int = typer.Option(3, min=0, help="Held-out evaluation episodes per controller (0: skip)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<city>-<algo>-s<seed>)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+) -> None:
+    """Train LEED (or a baseline), then evaluate it against the classical controllers."""
+    from leed_traffic.dataset import DemoDataset
+    from leed_traffic.learn import ALGOS, CheckpointError, TrainConfig
+    from leed_traffic.learn import train as run_training
+    from leed_traffic.scenario import build_scenario
+
+    if algo not in ALGOS:
+        raise UserError(f"Unknown --algo {algo!r}; choose one of {', '.join(ALGOS)}.")
+    scenario = build_scenario(city)
+    run_dir = out or Path("runs") / f"{scenario.city}-{algo}-s{seed}"
+    length = seconds or (scenario.end - scenario.begin)
+    steps_per_episode = max(1, length // scenario.delta_time)
+    env_options = {"seconds": seconds} if seconds else {}
+    dataset = None
+    if algo in ("leed", "bc"):
+        if demos_dir is None:
+            from leed_traffic.demos import generate_demos
+
+            console.print(f"[bold]demonstrations[/] ({llm}, {demo_rounds} rounds) -> {run_dir / 'demos'}")
+            demos_dir = generate_demos(city, llm=llm, rounds=demo_rounds, seconds=seconds,
+                                       out=run_dir / "demos", seed=seed)
+        try:
+            dataset = DemoDataset.load(demos_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UserError(str(exc)) from exc
+    cfg = TrainConfig(algo=algo, total_env_steps=episodes * steps_per_episode, n_workers=workers, seed=seed)
+    try:
+        run_training(city, cfg, run_dir, dataset, resume=resume, env_options=env_options)
+    except CheckpointError as exc:
+        raise UserError(f"{exc}") from exc
+    except ValueError as exc:
+        raise UserError(f"{exc}; check --demos / --llm ({LLM_CHOICES}).") from exc
+    console.print(f"run: {run_dir}")
+    if eval_episodes:
+        _compare(city, run_dir, eval_episodes, seconds)
+
+
+def _compare(city: str, run_dir: Path, episodes: int, seconds: Optional[int]) -> None:
+    """Final policy vs the classical controllers on held-out seeds -> RUN/comparison.{csv,md}."""
+    from leed_traffic.controllers import get_controller
+    from leed_traffic.evaluate import ALL_CLASSICAL, evaluate as run_eval, summarize, write_csv_atomic
+
+    ctrls = [get_controller(n) for n in ALL_CLASSICAL] + [get_controller("policy", run=run_dir)]
+    df = run_eval(city, ctrls, episodes=episodes, seconds=seconds, out=run_dir / "evaluation")
+    summary = summarize(df)
+    write_csv_atomic(summary, run_dir / "comparison.csv")
+    lines = ["| controller | mean delay (s) | travel time (s) | throughput | teleports |", "|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        lines.append(f"| {r.controller} | {r.mean_delay:.1f} ± {r.mean_delay_std:.1f} | {r.mean_travel_time:.1f} "
+                     f"| {r.throughput:.0f} | {r.teleports:.0f} |")
+    (run_dir / "comparison.md").write_text("\n".join(lines) + "\n")
+    t = Table("controller", "mean delay (s)", "travel time (s)", "throughput", "teleports",
+              title=f"{city}: held-out seeds, {episodes} episode(s) each")
+    for _, r in summary.iterrows():
+        t.add_row(r.controller, f"{r.mean_delay:.1f} ± {r.mean_delay_std:.1f}", f"{r.mean_travel_time:.1f}",
+                  f"{r.throughput:.0f}", f"{r.teleports:.0f}")
+    console.print(t)
+
+
 def run() -> None:  # pragma: no cover
     app()
 

@@ -274,6 +274,8 @@ class LeedTrafficEnv(ParallelEnv):
             "--waiting-time-memory", str(c.waiting_time_memory),
             "--time-to-teleport", str(ttt),
             "--seed", str(seed), "--no-warnings", "--no-step-log",
+            # trip statistics of finished vehicles, readable at any time through getParameter
+            "--duration-log.statistics", "true", "--no-duration-log", "true", "--verbose", "false",
         ]
         if c.tripinfo:
             cmd += ["--tripinfo-output", str(c.tripinfo), "--tripinfo-output.write-unfinished"]
@@ -322,10 +324,12 @@ class LeedTrafficEnv(ParallelEnv):
         obs = {a: self.observation_fn(ts, self) for a, ts in self.signals.items()}
         rewards = {a: float(self.reward_fn(ts, self)) for a, ts in self.signals.items()}
         done = self.sim_time >= self.end
-        terms = {a: False for a in self.agents}
-        truncs = {a: done for a in self.agents}
+        terms = dict.fromkeys(self.agents, False)
+        truncs = dict.fromkeys(self.agents, done)
         infos: dict[str, dict] = {a: {} for a in self.agents}
         if done:
+            stats = self.episode_stats()
+            infos = {a: dict(stats) for a in self.agents}
             self.agents = []
         return obs, rewards, terms, truncs, infos
 
@@ -363,6 +367,33 @@ class LeedTrafficEnv(ParallelEnv):
             self.close()
         except Exception:  # noqa: BLE001
             pass
+
+    def episode_stats(self) -> dict[str, float]:
+        """Cheap system metrics from SUMO's running statistics (no tripinfo file needed).
+
+        ``mean_trip_delay`` averages timeLoss + departDelay over the trips finished so far: a
+        training-time signal. Evaluation uses ``metrics.episode_metrics`` (all vehicles, RESCO's
+        definition) instead.
+        """
+        get = self.sim.simulation.getParameter
+        n = float(get("", "device.tripinfo.count"))
+        return {
+            "sim_time": self.sim_time,
+            "mean_trip_delay": float(get("", "device.tripinfo.timeLoss")) + float(get("", "device.tripinfo.departDelay")),
+            "mean_trip_waiting_time": float(get("", "device.tripinfo.waitingTime")),
+            "arrived": n,
+            "inserted": float(get("", "stats.vehicles.inserted")),
+            "waiting_to_insert": float(get("", "stats.vehicles.waiting")),
+            "teleports": float(get("", "stats.teleports.total")),
+        }
+
+    @functools.cached_property
+    def neighbours(self) -> dict[str, list[str]]:
+        """Agents joined by a road: one's outgoing edge is the other's incoming edge."""
+        edge = lambda ln: ln.rsplit("_", 1)[0]  # noqa: E731
+        ins = {a: {edge(ln) for ln in t.in_lanes} for a, t in self.topologies.items() if a in self.signals}
+        outs = {a: {edge(ln) for ln in t.out_lanes} for a, t in self.topologies.items() if a in self.signals}
+        return {a: sorted(b for b in ins if b != a and (outs[a] & ins[b] or outs[b] & ins[a])) for a in ins}
 
     # ------------------------------------------------------------------ helpers for experts / text
     def accumulated_waiting_time(self, veh: str) -> float:

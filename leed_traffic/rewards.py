@@ -37,6 +37,8 @@ def accumulated_waiting_time_per_lane(ts: "TrafficSignal", env: "LeedTrafficEnv"
             per_lane = vehicles.get(veh)
             if per_lane is None:
                 vehicles[veh] = per_lane = {lane: acc}
+            elif len(per_lane) == 1 and lane in per_lane:  # only ever seen here: nothing to subtract
+                per_lane[lane] = acc
             else:
                 per_lane[lane] = acc - sum(v for k, v in per_lane.items() if k != lane)
             total += per_lane[lane]

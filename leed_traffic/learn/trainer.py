@@ -60,7 +60,7 @@ UPDATE_FIELDS = (
     "steps_per_s", "sim_s_per_wall_s",
 )
 # Where the env's info may report the network delay; the first key found is used.
-DELAY_KEYS = ("mean_delay", "system_mean_delay", "delay", "system_mean_waiting_time",
+DELAY_KEYS = ("mean_delay", "mean_trip_delay", "system_mean_delay", "delay", "system_mean_waiting_time",
               "mean_waiting_time")
 SIM_TIME_KEYS = ("sim_time", "time", "step")
 

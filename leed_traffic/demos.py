@@ -1,0 +1,581 @@
+"""Demonstration generation and refinement (LEED's DG module, rounds of issue 3 section 4).
+
+A round runs the scenario with the demonstrator controlling every agent through the environment
+(an answer that is illegal at that moment holds the current phase and counts invalid). It records
+each agent's trajectory (observation, action, reward, state text, reason, validity), scores it --
+validity rate and return per agent next to a fixed-time reference on the same seed -- and turns
+each intersection's outcome into a short feedback text that the next round adds to that
+intersection's prompt. After the last round every agent keeps its best trajectories (highest
+return, and only those at least as good as fixed time), which become the :class:`DemoDataset`
+the learner loads.
+
+Run directory layout (``out``)::
+
+    run.json                 what was asked (city, demonstrator, model, seed, env options)
+    answers.sqlite           answer cache (re-asking the same state is free; resume is cheap)
+    fixed_time.json          per-agent fixed-time reference on the same seed
+    rounds/round_K.npz       agent trajectories of round K (obs, actions, rewards, valid, asked)
+    rounds/round_K.json      round K metrics: validity and return per agent, LLM usage, feedback
+    rounds/round_K.texts.jsonl.gz  state text and reason of every asked decision
+    metrics.json             all rounds side by side (rewritten after each round)
+    dataset/                 the DemoDataset (demos.npz + demos.json)
+
+Completed rounds are never redone: re-running the same command continues after the last one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leed_traffic.dataset import DemoDataset, AgentDemos
+from leed_traffic.errors import UserError
+from leed_traffic.llm import make_demonstrator, render_state
+from leed_traffic.llm.base import Decision, Demonstrator, DemonstratorError
+from leed_traffic.state import IntersectionState
+
+log = logging.getLogger(__name__)
+
+DEMOS_VERSION = 1
+
+
+@dataclass
+class DemoConfig:
+    """Options of a generation run (the CLI's ``leed-traffic demos`` flags)."""
+
+    city: str
+    llm: str = "auto"
+    """auto | claude | openai | local | max-pressure | longest-queue."""
+    rounds: int = 3
+    """Generation + refinement rounds (round 1 has no feedback)."""
+    seconds: int | None = None
+    """Episode length; default: the scenario's (one hour for the bundled cities)."""
+    seed: int = 0
+    """Demand / SUMO seed of every round and of the fixed-time reference."""
+    out: Path | None = None
+    """Run directory; default ``runs/demos/<city>-<llm>-s<seed>``."""
+    keep: int = 2
+    """Best trajectories kept per agent."""
+    require_beat_fixed: bool = True
+    """Keep only trajectories whose return is at least fixed time's on that agent; agents with
+    none are left out of the dataset (listed in its metadata) so bad decisions are not 'expert'."""
+    model: str | None = None
+    """Override of the backend's model (claude/openai model name, local GGUF path)."""
+    cache: Path | None = None
+    """Answer cache file; default ``out/answers.sqlite`` (point several runs at one to share)."""
+    env_options: dict[str, Any] = field(default_factory=dict)
+    """Extra ``make_env`` options (delta_time, yellow_time, min_green, reward, ...)."""
+    llm_options: dict[str, Any] = field(default_factory=dict)
+    """Extra demonstrator options (e.g. max_batch=20, or http_client= in tests)."""
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------- small helpers
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users of the run dir
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default)))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@dataclass
+class Trajectory:
+    """One agent's decisions in one round."""
+
+    obs: list[np.ndarray] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    valid: list[bool] = field(default_factory=list)
+    asked: list[bool] = field(default_factory=list)
+    """False where only one phase was legal (nothing to decide, nobody asked)."""
+    queues: dict[str, list[int]] = field(default_factory=dict)
+    """Per approach label, queued vehicles at each decision (feedback: where queues grew)."""
+
+    def add_state(self, s: IntersectionState) -> None:
+        for a in s.approaches:
+            self.queues.setdefault(_approach_label(a.street, a.direction), []).append(a.queued)
+
+    @property
+    def ret(self) -> float:
+        return float(np.sum(self.rewards)) if self.rewards else 0.0
+
+    def switches(self) -> int:
+        return int(sum(1 for a, b in zip(self.actions, self.actions[1:]) if a != b))
+
+    def mean_queues(self) -> dict[str, float]:
+        return {k: float(np.mean(v)) for k, v in self.queues.items() if v}
+
+
+def _approach_label(street: str, direction: str) -> str:
+    return f"{street.strip() or 'unnamed road'} ({direction})"
+
+
+# ---------------------------------------------------------------------------- policies
+class FixedTimeReference:
+    """Fixed time through the environment: each agent cycles its green phases with the green
+    durations of the network's own signal program (rounded to decision steps), so its reward per
+    agent is comparable with the demonstrator's on the same seed. City-wide trip metrics of SUMO's
+    real fixed-time program come from ``leed_traffic.evaluate``."""
+
+    def __init__(self, env: Any, default_green: float = 30.0) -> None:
+        import sumolib
+
+        net = sumolib.net.readNet(str(env.scenario.net_file), withPrograms=True)
+        self.green: dict[str, list[float]] = {}
+        for a in env.possible_agents:
+            greens = env.signals[a].topo.greens
+            programs = net.getTLS(a).getPrograms()
+            phases = programs[sorted(programs)[0]].getPhases()
+            dur = {}
+            for p in phases:
+                dur.setdefault(p.state, float(p.duration))
+            self.green[a] = [dur.get(g, default_green) for g in greens]
+        self.yellow = float(env.config.yellow_time + env.config.all_red_time)
+
+    def act(self, s: IntersectionState) -> int:
+        g = self.green[s.agent_id]
+        nxt = (s.current_phase + 1) % len(g)
+        if s.time_in_phase >= self.yellow + g[s.current_phase] and nxt in s.legal_actions:
+            return nxt
+        return s.current_phase
+
+
+def run_episode(
+    env: Any,
+    seed: int,
+    choose: Callable[[list[IntersectionState]], list[Decision]],
+    on_step: Callable[[int], None] | None = None,
+    texts: list[dict[str, Any]] | None = None,
+    feedback: Mapping[str, str] | None = None,
+) -> dict[str, Trajectory]:
+    """Run one episode where ``choose`` decides for the agents that have a choice; the others
+    hold (their only legal phase). ``texts`` collects the state text and reason of every asked
+    decision."""
+    obs, _ = env.reset(seed=seed)
+    trajs = {a: Trajectory() for a in env.possible_agents}
+    step = 0
+    while env.agents:
+        states = {a: env.intersection_state(a) for a in env.agents}
+        ask = [s for s in states.values() if len(s.legal_actions) > 1]
+        decisions = dict(zip((s.agent_id for s in ask), choose(ask))) if ask else {}
+        actions: dict[str, int] = {}
+        for a, s in states.items():
+            d = decisions.get(a)
+            t = trajs[a]
+            t.obs.append(np.asarray(obs[a], dtype=np.float32))
+            t.add_state(s)
+            if d is None:
+                actions[a] = s.legal_actions[0] if s.legal_actions else s.current_phase
+                t.valid.append(True)
+                t.asked.append(False)
+            else:
+                actions[a] = int(d.phase)
+                t.valid.append(bool(d.valid))
+                t.asked.append(True)
+                if texts is not None:
+                    texts.append(
+                        {"agent": a, "time": s.time, "phase": int(d.phase), "valid": d.valid,
+                         "reason": d.reason,
+                         "text": render_state(s, (feedback or {}).get(a))}
+                    )
+            t.actions.append(actions[a])
+        obs, rewards, *_ = env.step(actions)
+        for a in actions:
+            trajs[a].rewards.append(float(rewards.get(a, 0.0)))
+        step += 1
+        if on_step is not None:
+            on_step(step)
+    return trajs
+
+
+# ---------------------------------------------------------------------------- scoring + feedback
+def score(trajs: Mapping[str, Trajectory], fixed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    per_agent = {}
+    for a, t in trajs.items():
+        asked = int(np.sum(t.asked))
+        invalid = int(np.sum([not v for v, k in zip(t.valid, t.asked) if k]))
+        per_agent[a] = {
+            "return": t.ret,
+            "fixed_return": float(fixed.get(a, {}).get("return", float("nan"))),
+            "asked": asked,
+            "invalid": invalid,
+            "validity": 1.0 - invalid / asked if asked else 1.0,
+            "switches": t.switches(),
+            "mean_queues": t.mean_queues(),
+        }
+    asked = sum(v["asked"] for v in per_agent.values())
+    invalid = sum(v["invalid"] for v in per_agent.values())
+    total = float(sum(v["return"] for v in per_agent.values()))
+    fixed_total = float(sum(v["fixed_return"] for v in per_agent.values()))
+    beats = sum(1 for v in per_agent.values() if v["return"] >= v["fixed_return"])
+    return {
+        "agents": per_agent,
+        "return": total,
+        "fixed_return": fixed_total,
+        "mean_return": total / max(1, len(per_agent)),
+        "validity": 1.0 - invalid / asked if asked else 1.0,
+        "asked": asked,
+        "invalid": invalid,
+        "agents_beating_fixed": beats,
+    }
+
+
+def feedback_text(agent: Mapping[str, Any], fixed: Mapping[str, Any]) -> str:
+    """One or two deterministic sentences about an intersection's last round, for its next prompt."""
+    parts = []
+    r, fr = agent["return"], agent["fixed_return"]
+    if np.isfinite(fr):
+        verdict = "better than" if r >= fr else "worse than"
+        parts.append(f"waiting-time reward {r:.1f}, {verdict} fixed time ({fr:.1f})")
+    if agent["invalid"]:
+        parts.append(f"{agent['invalid']} of {agent['asked']} answers were not legal and held the phase")
+    mine, ref = agent.get("mean_queues", {}), fixed.get("mean_queues", {})
+    worse = sorted(
+        ((mine[k] - ref.get(k, 0.0), k) for k in mine if mine[k] - ref.get(k, 0.0) >= 0.5),
+        reverse=True,
+    )
+    if worse:
+        d, k = worse[0]
+        parts.append(f"queues grew most from {k} ({mine[k]:.1f} vs {ref.get(k, 0.0):.1f} under fixed time)")
+    fs = fixed.get("switches")
+    if fs is not None:
+        parts.append(f"you switched {agent['switches']} times (fixed time {fs})")
+    return "; ".join(parts) + "." if parts else ""
+
+
+# ---------------------------------------------------------------------------- persistence
+def _save_round(out: Path, k: int, trajs: Mapping[str, Trajectory], metrics: dict, texts: list[dict]) -> None:
+    rounds = out / "rounds"
+    arrays: dict[str, np.ndarray] = {}
+    for a, t in trajs.items():
+        obs = np.stack(t.obs).astype(np.float32) if t.obs else np.zeros((0, 0), np.float32)
+        arrays[f"{a}/obs"] = obs
+        arrays[f"{a}/actions"] = np.asarray(t.actions, dtype=np.int64)
+        arrays[f"{a}/rewards"] = np.asarray(t.rewards, dtype=np.float32)
+        arrays[f"{a}/valid"] = np.asarray(t.valid, dtype=bool)
+        arrays[f"{a}/asked"] = np.asarray(t.asked, dtype=bool)
+
+    def write_npz(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    def write_texts(p: Path) -> None:
+        with gzip.open(p, "wt", encoding="utf-8") as f:
+            for row in texts:
+                f.write(json.dumps(row, default=_json_default) + "\n")
+
+    _atomic_write(rounds / f"round_{k}.texts.jsonl.gz", write_texts)
+    _atomic_write(rounds / f"round_{k}.npz", write_npz)
+    _write_json(rounds / f"round_{k}.json", metrics)  # written last: marks the round complete
+
+
+def _load_round(out: Path, k: int, agents: Sequence[str]) -> tuple[dict[str, AgentDemos], dict] | None:
+    mpath, npath = out / "rounds" / f"round_{k}.json", out / "rounds" / f"round_{k}.npz"
+    if not mpath.exists() or not npath.exists():
+        return None
+    try:
+        metrics = json.loads(mpath.read_text())
+        with np.load(npath) as z:
+            demos = {
+                a: AgentDemos(
+                    z[f"{a}/obs"], z[f"{a}/actions"], z[f"{a}/rewards"],
+                    np.full(len(z[f"{a}/actions"]), k, dtype=np.int64), z[f"{a}/valid"],
+                )
+                for a in agents
+            }
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("round %d files are unreadable (%s); it will be run again", k, e)
+        return None
+    return demos, metrics
+
+
+def select_best(
+    rounds: Sequence[tuple[dict[str, AgentDemos], dict]],
+    keep: int,
+    require_beat_fixed: bool,
+) -> tuple[dict[str, AgentDemos], dict[str, list[int]]]:
+    """Per agent, the ``keep`` highest-return trajectories (optionally only those >= fixed time)."""
+    agents = sorted({a for demos, _ in rounds for a in demos})
+    out: dict[str, AgentDemos] = {}
+    kept: dict[str, list[int]] = {}
+    for a in agents:
+        cands = []
+        for k, (demos, metrics) in enumerate(rounds):
+            m = metrics["agents"].get(a)
+            if a not in demos or m is None or len(demos[a]) == 0:
+                continue
+            if require_beat_fixed and not m["return"] >= m["fixed_return"]:
+                continue
+            cands.append((m["return"], -k, demos[a]))
+        cands.sort(key=lambda c: (c[0], c[1]), reverse=True)
+        chosen = [c[2] for c in cands[: max(0, keep)]]
+        if not chosen:
+            continue
+        chosen.sort(key=lambda d: int(d.episode[0]))
+        out[a] = AgentDemos(*(np.concatenate([getattr(d, f) for d in chosen]) for f in ("obs", "actions", "rewards", "episode", "valid")))
+        kept[a] = [int(d.episode[0]) for d in chosen]
+    return out, kept
+
+
+# ---------------------------------------------------------------------------- progress
+class _Progress:
+    """rich progress bar with the demonstrator's running totals (decisions, calls, cache hits,
+    tokens, cost, validity); silent when disabled or not a terminal."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("", total=total, info="")
+
+    def start(self, description: str) -> None:
+        if self.bar is not None:
+            self.bar.reset(self.task, description=description, info="")
+
+    def update(self, step: int, dem: Demonstrator | None) -> None:
+        if self.bar is None:
+            return
+        info = ""
+        if dem is not None:
+            s = dem.stats
+            info = f"decisions {s.decisions} · calls {s.calls} · cache hits {s.cache_hits}"
+            if dem.is_llm:
+                info += f" · tokens {s.input_tokens + s.cached_tokens}+{s.output_tokens}"
+                if getattr(dem, "backend", "") != "local":
+                    info += f" · ${s.cost_usd:.4f}"
+            info += f" · valid {s.validity:.1%}"
+        self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------------------- main entry
+def generate_demos(
+    city: str,
+    llm: str = "auto",
+    rounds: int = 3,
+    seconds: int | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Path:
+    """Run (or resume) generation + refinement rounds and save the dataset; returns its directory.
+
+    ``options`` are further :class:`DemoConfig` fields (keep, require_beat_fixed, model, cache,
+    env_options, llm_options, progress).
+    """
+    cfg = DemoConfig(city=city, llm=llm, rounds=rounds, seconds=seconds, seed=seed,
+                     out=Path(out) if out is not None else None, **options)
+    return run(cfg)
+
+
+def run(cfg: DemoConfig) -> Path:
+    from leed_traffic.env import make_env
+    from leed_traffic.llm.factory import resolve_auto
+
+    if cfg.rounds < 1:
+        raise UserError(f"--rounds must be at least 1 (got {cfg.rounds}).")
+    llm = cfg.llm
+    if llm == "auto":
+        llm, why = resolve_auto()
+        log.info("demonstrator auto -> %s (%s)", llm, why)
+    out = cfg.out or Path("runs") / "demos" / f"{cfg.city}-{llm}-s{cfg.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    env_opts = dict(cfg.env_options)
+    if cfg.seconds is not None:
+        env_opts["seconds"] = cfg.seconds
+    env = make_env(cfg.city, seed=cfg.seed, **env_opts)
+    agents = list(env.possible_agents)
+    if not agents:
+        raise UserError(f"{cfg.city} has no controllable traffic lights: nothing to demonstrate.")
+    dem = make_demonstrator(llm, cache=cfg.cache or out / "answers.sqlite", model=cfg.model,
+                            agents=agents, **cfg.llm_options)
+    log.info("demonstrator: %s", dem.describe())
+    if dem.name == "local":
+        from leed_traffic.llm.local import NEAR_CHANCE_NOTE
+
+        log.warning("note: %s", NEAR_CHANCE_NOTE)
+
+    run_info = {
+        "version": DEMOS_VERSION, "city": cfg.city, "scenario_hash": env.scenario.hash,
+        "demonstrator": dem.name, "model": dem.model, "is_llm": dem.is_llm,
+        "prompt_version": getattr(dem, "prompt_version", None), "seed": cfg.seed,
+        "seconds": env.end - env.begin, "env": env.describe()["config"],
+    }
+    _check_run_info(out / "run.json", run_info)
+    _write_json(out / "run.json", run_info)
+
+    steps = int(np.ceil((env.end - env.begin) / env.config.delta_time))
+    bar = _Progress(cfg.progress, steps)
+    try:
+        fixed = _fixed_reference(env, cfg.seed, out, bar)
+        done: list[tuple[dict[str, AgentDemos], dict]] = []
+        feedback: dict[str, str] = {}
+        for k in range(cfg.rounds):
+            loaded = _load_round(out, k, agents)
+            if loaded is not None:
+                done.append(loaded)
+                feedback = loaded[1].get("next_feedback", {})
+                log.info("round %d already complete: %s", k + 1, _summary(loaded[1]))
+                continue
+            before = dem.stats.as_dict()
+            bar.start(f"{cfg.city} round {k + 1}/{cfg.rounds} ({dem.name})")
+            texts: list[dict] = []
+            t0 = time.perf_counter()
+            try:
+                trajs = run_episode(
+                    env, cfg.seed, lambda states: dem.decide(states, feedback),
+                    on_step=lambda i: bar.update(i, dem), texts=texts, feedback=feedback,
+                )
+            except DemonstratorError as e:
+                raise DemonstratorError(
+                    f"round {k + 1} interrupted: {e}. Re-run the same command to resume "
+                    "(completed rounds are kept and answers so far are cached)."
+                ) from None
+            metrics = score(trajs, fixed["agents"])
+            after = dem.stats.as_dict()
+            metrics.update(
+                round=k + 1,
+                wall_s=time.perf_counter() - t0,
+                llm={key: after[key] - before[key] for key in after},
+                feedback_used=bool(feedback),
+            )
+            feedback = {a: feedback_text(m, fixed["agents"].get(a, {})) for a, m in metrics["agents"].items()}
+            metrics["next_feedback"] = feedback
+            _save_round(out, k, trajs, metrics, texts)
+            demos = {a: AgentDemos(np.stack(t.obs).astype(np.float32), np.asarray(t.actions, np.int64),
+                                   np.asarray(t.rewards, np.float32), np.full(len(t.actions), k, np.int64),
+                                   np.asarray(t.valid, bool)) for a, t in trajs.items()}
+            done.append((demos, metrics))
+            log.info("round %d: %s", k + 1, _summary(metrics))
+            _write_metrics(out, done, fixed, dem)
+    finally:
+        bar.close()
+        env.close()
+        dem.close()
+
+    _write_metrics(out, done, fixed, dem)
+    best, kept = select_best(done, cfg.keep, cfg.require_beat_fixed)
+    meta = {
+        **{k: v for k, v in run_info.items() if k != "env"},
+        "env": run_info["env"],
+        "rounds": len(done),
+        "per_round": [_round_row(m) for _, m in done],
+        "fixed_time": {"return": fixed["return"], "method": fixed["method"]},
+        "kept_rounds": kept,
+        "keep": cfg.keep,
+        "require_beat_fixed": cfg.require_beat_fixed,
+        "agents_without_demos": sorted(set(agents) - set(best)),
+        "obs_dims": {a: int(d.obs.shape[1]) if d.obs.ndim == 2 else 0 for a, d in best.items()},
+    }
+    if dem.name == "local":
+        from leed_traffic.llm.local import NEAR_CHANCE_NOTE
+
+        meta["note"] = NEAR_CHANCE_NOTE
+    path = DemoDataset(agents=best, metadata=meta).save(out / "dataset")
+    log.info("dataset: %s (%d of %d agents have demonstrations)", path, len(best), len(agents))
+    return path
+
+
+def _check_run_info(path: Path, info: dict) -> None:
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        return
+    keys = ("city", "scenario_hash", "demonstrator", "model", "prompt_version", "seed", "seconds")
+    diff = [k for k in keys if old.get(k) != info.get(k)]
+    if diff:
+        raise UserError(
+            f"{path.parent} holds a different run ({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); "
+            "use another --out or delete it."
+        )
+
+
+def _fixed_reference(env: Any, seed: int, out: Path, bar: _Progress) -> dict[str, Any]:
+    path = out / "fixed_time.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass
+    ref = FixedTimeReference(env)
+    bar.start("fixed-time reference")
+    trajs = run_episode(env, seed, lambda states: [Decision(ref.act(s), "fixed time") for s in states],
+                        on_step=lambda i: bar.update(i, None))
+    agents = {a: {"return": t.ret, "switches": t.switches(), "mean_queues": t.mean_queues()} for a, t in trajs.items()}
+    data = {
+        "method": "program green durations cycled through the environment (same seed, same rules)",
+        "return": float(sum(v["return"] for v in agents.values())),
+        "agents": agents,
+    }
+    _write_json(path, data)
+    return data
+
+
+def _round_row(m: Mapping[str, Any]) -> dict[str, Any]:
+    llm = m.get("llm", {})
+    return {
+        "round": m["round"], "validity": m["validity"], "return": m["return"],
+        "fixed_return": m["fixed_return"], "mean_return": m["mean_return"],
+        "agents_beating_fixed": m["agents_beating_fixed"], "asked": m["asked"], "invalid": m["invalid"],
+        "calls": llm.get("calls", 0), "cache_hits": llm.get("cache_hits", 0),
+        "input_tokens": llm.get("input_tokens", 0), "cached_tokens": llm.get("cached_tokens", 0),
+        "output_tokens": llm.get("output_tokens", 0), "cost_usd": llm.get("cost_usd", 0.0),
+        "wall_s": m.get("wall_s", 0.0),
+    }
+
+
+def _summary(m: Mapping[str, Any]) -> str:
+    r = _round_row(m)
+    return (f"validity {r['validity']:.1%}, return {r['return']:.1f} (fixed time {r['fixed_return']:.1f}), "
+            f"{r['agents_beating_fixed']} agents >= fixed, {r['calls']} calls, {r['cache_hits']} cache hits, "
+            f"${r['cost_usd']:.4f}, {r['wall_s']:.0f} s")
+
+
+def _write_metrics(out: Path, done: Sequence[tuple[dict, dict]], fixed: Mapping[str, Any], dem: Demonstrator) -> None:
+    _write_json(out / "metrics.json", {
+        "demonstrator": dem.name, "model": dem.model, "is_llm": dem.is_llm,
+        "fixed_return": fixed["return"], "rounds": [_round_row(m) for _, m in done],
+    })
