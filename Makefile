@@ -6,13 +6,21 @@ PY := $(VENV)/bin/python
 CITY ?= helsinki
 EPISODES ?= 3
 STAMP := $(VENV)/.setup-stamp
-APT_PACKAGES := libgl1 libx11-6 libxext6 libxrender1 libxft2 libglu1-mesa xvfb xauth
+APT_PACKAGES := libgl1 libgl1-mesa-dri libx11-6 libxext6 libxrender1 libxft2 libglu1-mesa xvfb xauth
 
-.PHONY: setup system-deps test test-slow build evaluate bench clean-cache help
+RUN ?= runs/$(CITY)-leed-s0
+LLM ?= auto
+ROUNDS ?= 3
+
+.PHONY: setup system-deps test test-slow build evaluate train demos export gui snapshot report bench bench-learning clean-cache help
 
 help:
 	@echo "make setup                 install system libraries, the virtualenv and the package"
 	@echo "make test                  run the test suite (excludes tests marked slow)"
+	@echo "make train CITY=...        LEED: demonstrations, training, evaluation, report (RUN=runs/CITY-leed-s0)"
+	@echo "make demos CITY=... LLM=   expert demonstrations (auto, claude, openai, local, max-pressure, longest-queue)"
+	@echo "make export CITY=...       signal plans + ONNX policies of RUN"
+	@echo "make gui CITY=... [RUN=]   sumo-gui with the trained policy live (or the fixed programs)"
 	@echo "make build CITY=...        build a city's network and scenario"
 	@echo "make evaluate CITY=...     evaluate every classical controller on held-out seeds"
 	@echo "make bench                 environment throughput benchmark -> docs/benchmarks.md"
@@ -51,8 +59,29 @@ build: setup
 evaluate: setup
 	$(VENV)/bin/leed-traffic evaluate --city $(CITY) --episodes $(EPISODES) --out runs/evaluate-$(CITY)
 
+train: setup
+	$(VENV)/bin/leed-traffic train --city $(CITY) --llm $(LLM) --out $(RUN) $(if $(wildcard $(RUN)/config.json),--resume,)
+
+demos: setup
+	$(VENV)/bin/leed-traffic demos --city $(CITY) --llm $(LLM) --rounds $(ROUNDS) --out runs/demos-$(CITY)-$(LLM)
+
+export: setup
+	$(VENV)/bin/leed-traffic export --run $(RUN) --force
+
+gui: setup
+	$(VENV)/bin/leed-traffic gui --city $(CITY) $(if $(wildcard $(RUN)/config.json),--run $(RUN),)
+
+snapshot: setup
+	$(VENV)/bin/leed-traffic snapshot --city $(CITY) $(if $(wildcard $(RUN)/config.json),--run $(RUN),) --out docs/snapshot-$(CITY).png
+
+report: setup
+	$(VENV)/bin/leed-traffic report --run $(RUN)
+
 bench: setup
 	$(PY) benchmarks/bench_env.py --out docs
+
+bench-learning: setup
+	$(PY) benchmarks/bench_learning.py --out docs
 
 clean-cache:
 	rm -rf networks/build scenarios/build

@@ -75,10 +75,14 @@ class CitySpec:
     """SUMO's jam teleport threshold, s (-1 disables; RESCO's maps use -1 as in ANCHORS.md)."""
     eval_seeds: tuple[int, ...] = (100, 101, 102)
     """Held-out seeds for evaluation (never used for training)."""
+    sumo_args: tuple[str, ...] = ()
+    """Extra SUMO options for every run of this city (e.g. ``--ignore-junction-blocker 60`` where
+    OSM geometry creates junction deadlocks); they apply to every controller alike."""
     delta_time: int = 5
     """Default decision interval, s (sumo-rl's 5 for OSM cities; RESCO's 10 for its maps)."""
-    yellow_time: int = 2
-    """Default yellow, s (sumo-rl's 2; RESCO's 3)."""
+    yellow_time: int = 3
+    """Default yellow, s: 3 as in the cities' own netconvert programs and RESCO (sumo-rl uses 2,
+    which real signal timing never does; pass ``yellow_time=2`` to reproduce sumo-rl)."""
     description: str = ""
 
 
@@ -127,9 +131,10 @@ def load_city_toml(path: Path) -> CitySpec:
         begin=int(ep.get("begin", 0)),
         end=int(ep.get("end", 3600)),
         time_to_teleport=int(ep.get("time_to_teleport", 300)),
+        sumo_args=tuple(str(a) for a in ep.get("sumo_args", ())),
         eval_seeds=tuple(ev.get("seeds", (100, 101, 102))),
         delta_time=int(raw.get("control", {}).get("delta_time", 5)),
-        yellow_time=int(raw.get("control", {}).get("yellow_time", 2)),
+        yellow_time=int(raw.get("control", {}).get("yellow_time", 3)),
         description=city.get("description", ""),
     )
 

@@ -195,6 +195,11 @@ def train(
     console.print(f"run: {run_dir}")
     if eval_episodes:
         _compare(city, run_dir, eval_episodes, seconds)
+        from leed_traffic.report import write_report
+
+        with console.status("writing the report"):
+            md, html = write_report(run_dir)
+        console.print(f"report: {html}")
 
 
 def _compare(city: str, run_dir: Path, episodes: int, seconds: Optional[int]) -> None:
@@ -217,6 +222,72 @@ def _compare(city: str, run_dir: Path, episodes: int, seconds: Optional[int]) ->
         t.add_row(r.controller, f"{r.mean_delay:.1f} ± {r.mean_delay_std:.1f}", f"{r.mean_travel_time:.1f}",
                   f"{r.throughput:.0f}", f"{r.teleports:.0f}")
     console.print(t)
+
+
+@app.command()
+@user_errors
+def export(
+    run: Path = typer.Option(..., "--run", help="Training run directory."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default RUN/export)."),
+    force: bool = typer.Option(False, help="Replace an existing export."),
+    period: int = typer.Option(900, min=60, help="Length of a time-of-day plan period, s."),
+    episodes: int = typer.Option(1, min=1, help="Held-out episodes evaluating the exported plan."),
+) -> None:
+    """Export signal plans (SUMO tlLogic + timing table) and the policies (ONNX)."""
+    from leed_traffic.export import export_run
+
+    path = export_run(run, out, period_s=period, force=force, episodes=episodes)
+    console.print(f"exported: {path}")
+    for name in ("plans.add.xml", "timings.csv", "obs_spec.json", "comparison.csv"):
+        if (path / name).exists():
+            console.print(f"  {path / name}")
+
+
+@app.command()
+@user_errors
+def gui(
+    city: Optional[str] = typer.Option(None, "--city", "-c", help="City (default: the run's)."),
+    run: Optional[Path] = typer.Option(None, help="Training run: its policy drives the lights live."),
+    plan: Optional[Path] = typer.Option(None, help="Exported plan (export dir or plans.add.xml)."),
+) -> None:
+    """Open sumo-gui with the trained policy (live) or an exported plan."""
+    from leed_traffic.viz import gui as open_gui
+
+    open_gui(city, run, plan)
+
+
+@app.command()
+@user_errors
+def snapshot(
+    out: Path = typer.Option(..., "--out", help="PNG file to write."),
+    city: Optional[str] = typer.Option(None, "--city", "-c", help="City (default: the run's)."),
+    run: Optional[Path] = typer.Option(None, help="Training run whose policy drives the lights."),
+    plan: Optional[Path] = typer.Option(None, help="Exported plan instead of a policy."),
+    time: float = typer.Option(300.0, min=0, help="Seconds after the episode begins."),
+    size: str = typer.Option("1280x800", help="WIDTHxHEIGHT in pixels."),
+) -> None:
+    """Render sumo-gui headlessly (Xvfb) to a PNG."""
+    from leed_traffic.viz import snapshot as shoot
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size must look like 1280x800 (got {size!r}).") from None
+    path = shoot(city, run, time=time, out=out, size=(w, h), plan=plan)
+    console.print(f"snapshot: {path}")
+
+
+@app.command()
+@user_errors
+def report(
+    run: Path = typer.Option(..., "--run", help="Training run directory."),
+    baseline: list[Path] = typer.Option([], "--baseline", help="Other runs (e.g. IPPO) to draw as curves."),
+) -> None:
+    """Write RUN/report.md and a self-contained RUN/report.html."""
+    from leed_traffic.report import write_report
+
+    md, html = write_report(run, baselines=baseline or None)
+    console.print(f"report: {md}\nreport: {html}")
 
 
 def run() -> None:  # pragma: no cover

@@ -130,7 +130,7 @@ class Webster:
             tmp = out.with_suffix(".tmp.xml")
             self._run([sys.executable, str(sumo_tool("tlsCycleAdaptation.py")), "-n", str(scenario.net_file),
                        "-r", str(routed), "-o", str(tmp), "-b", str(scenario.begin),
-                       "-y", str(scenario.yellow_time)], tmp)
+                       "-y", str(network_yellow(scenario.net_file))], tmp)
             tmp.replace(out)
         return {"control": False, "additional_files": (str(out),)}
 
@@ -143,6 +143,21 @@ class Webster:
 
     def act(self, env, obs):  # pragma: no cover
         return {}
+
+
+def network_yellow(net_file: Path) -> int:
+    """The yellow duration the network's own programs use most (netconvert: 3 s at 50 km/h).
+
+    Webster keeps it, so its plan differs from the fixed one only in cycle and splits.
+    (tlsCycleAdaptation's default of 4 s is why ANCHORS.md's Webster numbers are higher.)
+    """
+    from collections import Counter
+
+    counts = Counter(
+        int(round(ph.duration)) for _, prog in _programs(net_file) for ph in prog.getPhases()
+        if "y" in ph.state and ph.duration < 10
+    )
+    return counts.most_common(1)[0][0] if counts else 3
 
 
 def _has_trips(route: Path) -> bool:

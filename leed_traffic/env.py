@@ -5,10 +5,11 @@ One agent per traffic light with at least two distinct green phases; every agent
 phase rules, which follow sumo-rl). Observation and reward are swappable functions
 (``observations.py``, ``rewards.py``) with sumo-rl's as defaults.
 
-Why it is fast: lane data are read once per decision through libsumo subscriptions (one call
-for all lanes, not one per lane and variable), the simulation advances with one
-``simulationStep(t)`` call per transition boundary rather than per second, and observations are
-slices of shared numpy arrays. Traffic lights that are not agents keep their own programs.
+Why it is fast: lane data are read once per decision and only for lanes that hold a vehicle
+(see ``LaneTable``: on libsumo direct reads beat subscriptions, which SUMO re-evaluates for every
+lane at every step), the simulation advances with one ``simulationStep(t)`` call per transition
+boundary rather than per second, and observations are slices of shared numpy arrays. Traffic
+lights that are not agents keep their own programs. Measured in ``benchmarks/bench_env.py``.
 
 libsumo runs one simulation per process; ``use_gui=True`` switches to TraCI and sumo-gui.
 """
@@ -241,6 +242,9 @@ class LeedTrafficEnv(ParallelEnv):
         self._obs_spaces = {a: self.observation_fn.space(ts) for a, ts in self.signals.items()}
         self._act_spaces = {a: spaces.Discrete(ts.num_green_phases) for a, ts in self.signals.items()}
         self.vehicle_lane_wait: dict[str, dict[str, float]] = {}
+        """sumo-rl's per-vehicle, per-lane share of accumulated waiting time (diff-waiting-time)."""
+        self.vehicle_wait_elsewhere: dict[str, tuple[str, float]] = {}
+        """Cache for the reward: a vehicle's waiting time attributed to lanes other than its current one."""
         self.episode_seed = config.seed
 
     # ------------------------------------------------------------------ spaces
@@ -283,7 +287,7 @@ class LeedTrafficEnv(ParallelEnv):
             cmd += ["--additional-files", ",".join(map(str, c.additional_files))]
         if c.use_gui:
             cmd += ["--start", "--quit-on-end"]
-        return cmd + list(c.sumo_args)
+        return cmd + list(self.scenario.sumo_args) + list(c.sumo_args)
 
     def _start(self, seed: int) -> None:
         self.close()
@@ -306,6 +310,7 @@ class LeedTrafficEnv(ParallelEnv):
         self.lanes.subscribe(self.sim)
         self.lanes.refresh(self.sim)
         self.vehicle_lane_wait = {}
+        self.vehicle_wait_elsewhere = {}
         self.agents = list(self.possible_agents)
         obs = {a: self.observation_fn(ts, self) for a, ts in self.signals.items()}
         return obs, {a: {} for a in self.agents}

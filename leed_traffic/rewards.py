@@ -19,9 +19,17 @@ RewardFunction = Callable[["TrafficSignal", "LeedTrafficEnv"], float]
 
 
 def accumulated_waiting_time_per_lane(ts: "TrafficSignal", env: "LeedTrafficEnv") -> list[float]:
-    """sumo-rl's per-lane attribution of each vehicle's accumulated waiting time."""
+    """sumo-rl's per-lane attribution of each vehicle's accumulated waiting time.
+
+    A vehicle's waiting time on its current lane is its accumulated waiting time minus what is
+    attributed to the other lanes it was seen on. Those other entries only change while the
+    vehicle is on them, so their sum is kept per vehicle until it is seen on another lane (the same
+    numbers summed in the same order: results are identical to recomputing, at a cost that no
+    longer grows with the length of the trip).
+    """
     out = []
     vehicles = env.vehicle_lane_wait
+    others = env.vehicle_wait_elsewhere
     acc_of = env.accumulated_waiting_time
     ids = env.lanes.ids
     vehicles_on = env.lanes.vehicles
@@ -40,7 +48,13 @@ def accumulated_waiting_time_per_lane(ts: "TrafficSignal", env: "LeedTrafficEnv"
             elif len(per_lane) == 1 and lane in per_lane:  # only ever seen here: nothing to subtract
                 per_lane[lane] = acc
             else:
-                per_lane[lane] = acc - sum(v for k, v in per_lane.items() if k != lane)
+                known = others.get(veh)
+                if known is not None and known[0] == lane:
+                    rest = known[1]
+                else:
+                    rest = sum(v for k, v in per_lane.items() if k != lane)
+                    others[veh] = (lane, rest)
+                per_lane[lane] = acc - rest
             total += per_lane[lane]
         out.append(total)
     return out

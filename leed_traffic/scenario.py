@@ -43,7 +43,8 @@ class Scenario:
     n_traffic_lights: int = 0
     vehicles_per_route_file: tuple[int, ...] = ()
     delta_time: int = 5
-    yellow_time: int = 2
+    yellow_time: int = 3
+    sumo_args: tuple[str, ...] = ()
 
     @property
     def n_agents(self) -> int:
@@ -70,7 +71,7 @@ class Scenario:
         kw["dir"] = Path(kw["dir"])
         kw["net_file"] = Path(kw["net_file"])
         kw["route_files"] = tuple(Path(p) for p in kw["route_files"])
-        for k in ("agents", "eval_seeds", "vehicles_per_route_file"):
+        for k in ("agents", "eval_seeds", "vehicles_per_route_file", "sumo_args"):
             kw[k] = tuple(kw.get(k, ()))
         return cls(**kw)
 
@@ -84,6 +85,7 @@ def _scenario_hash(spec: CitySpec, net_hash: str) -> str:
         "end": spec.end,
         "ttt": spec.time_to_teleport,
         "control": [spec.delta_time, spec.yellow_time],
+        "sumo_args": list(spec.sumo_args),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -127,7 +129,7 @@ def build_scenario(city: str | CitySpec, force: bool = False, **overrides: Any) 
             agents=tuple(agents), begin=spec.begin, end=spec.end, hash=digest,
             time_to_teleport=spec.time_to_teleport, eval_seeds=spec.eval_seeds,
             n_traffic_lights=net.n_traffic_lights, vehicles_per_route_file=counts,
-            delta_time=spec.delta_time, yellow_time=spec.yellow_time,
+            delta_time=spec.delta_time, yellow_time=spec.yellow_time, sumo_args=spec.sumo_args,
         )
         meta = scenario.to_json() | {"demand": dataclasses.asdict(spec.demand),
                                      "attribution": "Map data © OpenStreetMap contributors (ODbL)"
