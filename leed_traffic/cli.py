@@ -103,6 +103,7 @@ def evaluate(
     seconds: Optional[int] = typer.Option(None, min=1, help="Episode length (default: the scenario's)."),
     seed: Optional[int] = typer.Option(None, help="First seed (default: the scenario's held-out seeds)."),
     run: Optional[Path] = typer.Option(None, help="Training run directory (for --controller policy)."),
+    argmax: bool = typer.Option(False, "--argmax", help="Policy takes its most likely phase instead of sampling."),
     out: Path = typer.Option(Path("runs/evaluate"), help="Writes OUT/metrics.csv."),
 ) -> None:
     """Evaluate controllers on held-out seeds; print a table and write metrics.csv."""
@@ -110,7 +111,7 @@ def evaluate(
     from leed_traffic.evaluate import ALL_CLASSICAL, evaluate as run_eval, summarize
 
     names = list(ALL_CLASSICAL) if "all" in controller else controller
-    ctrls = [get_controller(n, run=run) for n in names]
+    ctrls = [get_controller(n, run=run, sample=not argmax) for n in names]
     df = run_eval(city, ctrls, episodes=episodes, seconds=seconds, seed=seed, out=out)
     summary = summarize(df)
     t = Table("controller", "mean delay (s)", "travel time (s)", "waiting (s)", "queue (veh)", "throughput",
@@ -207,7 +208,8 @@ def _compare(city: str, run_dir: Path, episodes: int, seconds: Optional[int]) ->
     from leed_traffic.controllers import get_controller
     from leed_traffic.evaluate import ALL_CLASSICAL, evaluate as run_eval, summarize, write_csv_atomic
 
-    ctrls = [get_controller(n) for n in ALL_CLASSICAL] + [get_controller("policy", run=run_dir)]
+    ctrls = [get_controller(n) for n in ALL_CLASSICAL] + [
+        get_controller("policy", run=run_dir, sample=True), get_controller("policy", run=run_dir, sample=False)]
     df = run_eval(city, ctrls, episodes=episodes, seconds=seconds, out=run_dir / "evaluation")
     summary = summarize(df)
     write_csv_atomic(summary, run_dir / "comparison.csv")

@@ -213,5 +213,5 @@ def get_controller(name: str, **kwargs) -> Controller:
     if key == "policy":
         from leed_traffic.policy_controller import PolicyController
 
-        return PolicyController.from_run(kwargs.get("run"))
+        return PolicyController.from_run(kwargs.get("run"), sample=bool(kwargs.get("sample", True)))
     raise UserError(f"Unknown controller {name!r}; choose from {', '.join([*CLASSICAL, 'policy'])}.")

@@ -1,6 +1,6 @@
 """Export a trained run as what a traffic engineer deploys: fixed-time plans, a timing table, models.
 
-``export_run(run_dir)`` replays the run's policy (deterministic argmax, the run's environment
+``export_run(run_dir)`` replays the run's policy (sampled with the episode seed, as evaluated; the run's environment
 options, the scenario's first held-out seed) through the shared evaluation path
 (``evaluate.run_episode``), records every agent's phase changes, and writes into ``RUN/export/``::
 
@@ -416,6 +416,14 @@ def agent_actor(policy, agent: str):
     return Actor().eval()
 
 
+def _policy_argmax(pol, agent: str, obs: np.ndarray) -> np.ndarray:
+    """The live policy's most likely phase for ``agent`` on ``obs`` (other agents fed zeros)."""
+    batch = {a: np.zeros((len(obs), d), dtype=np.float32) for a, d in zip(pol.agents, pol.obs_dims)}
+    batch[agent] = obs.astype(np.float32)
+    actions, _, _ = pol.act_batch(batch, deterministic=True)
+    return np.asarray(actions[agent])
+
+
 def onnx_available() -> bool:
     try:
         import onnx  # noqa: F401
@@ -616,8 +624,9 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, period_s: int
                     got = run_model(path, np.stack(r.obs))
                 except ImportError:  # onnx without onnxruntime: exported, not checked
                     continue
+                want = _policy_argmax(policy._policy.policy, a, np.stack(r.obs))
                 checked += len(r.obs)
-                agree += int(np.sum(got == np.asarray(r.actions)))
+                agree += int(np.sum(got == want))
         if checked and agree != checked:
             raise RuntimeError(f"exported models disagree with the policy on {checked - agree} of {checked} decisions")
         spec = observation_spec(env, run, models)

@@ -27,10 +27,14 @@ class PolicyController:
     scenario_hash: str
     city: str
     decides: bool = True
+    sample: bool = True
+    """Draw actions from the policy, seeded by the episode seed (the stochastic policy PPO trains:
+    the default), or take its argmax (``-argmax`` rows). An under-trained policy's argmax can hold
+    one phase for good and gridlock the city, so reports show both."""
     _policy: Any = field(default=None, repr=False)
 
     @classmethod
-    def from_run(cls, run: str | Path | None) -> "PolicyController":
+    def from_run(cls, run: str | Path | None, sample: bool = True) -> "PolicyController":
         if run is None:
             raise UserError("--controller policy needs --run RUN (a training run directory).")
         run_dir = Path(run)
@@ -50,8 +54,10 @@ class PolicyController:
         env_cfg = env.get("env_config", {})
         opts = {k: env_cfg[k] for k in REPLAYED_OPTIONS if k in env_cfg and env_cfg[k] is not None}
         algo = meta.get("config", {}).get("algo", "policy")
-        return cls(name=algo, run_dir=run_dir, env_options=opts, scenario_hash=env.get("scenario_hash", ""),
-                   city=env.get("city", ""), _policy=policy)
+        policy.sample = sample
+        return cls(name=algo if sample else f"{algo}-argmax", run_dir=run_dir, env_options=opts,
+                   scenario_hash=env.get("scenario_hash", ""), city=env.get("city", ""), sample=sample,
+                   _policy=policy)
 
     def prepare(self, scenario, workdir: Path, seed: int) -> dict:
         if self.scenario_hash and scenario.hash != self.scenario_hash:
@@ -60,6 +66,7 @@ class PolicyController:
                 f"(scenario {self.scenario_hash}), not on {scenario.city} ({scenario.hash}); "
                 "evaluate them on the city they were trained on."
             )
+        self._policy.reseed(seed)
         return dict(self.env_options)
 
     def act(self, env, obs) -> dict[str, int]:

@@ -88,12 +88,16 @@ def test_train_ippo_then_evaluate_policy(tmp_path):
     for f in ("config.json", "metrics.csv", "policy.pt", "comparison.csv", "comparison.md"):
         assert (run / f).exists(), f
     comp = pd.read_csv(run / "comparison.csv")
-    assert set(comp.controller) == {"fixed", "webster", "actuated", "max-pressure", "greedy", "ippo"}
+    assert set(comp.controller) == {"fixed", "webster", "actuated", "max-pressure", "greedy", "ippo", "ippo-argmax"}
     # the trained policy plugs into evaluate
     p = cli("evaluate", "--city", "melbourne", "--controller", "policy", "--run", str(run), "--seconds", "120",
             "--out", str(tmp_path / "ev"))
     assert p.returncode == 0, p.stderr
     assert pd.read_csv(tmp_path / "ev" / "metrics.csv").controller.tolist() == ["ippo"]
+    p = cli("evaluate", "--city", "melbourne", "--controller", "policy", "--run", str(run), "--seconds", "120",
+            "--argmax", "--out", str(tmp_path / "ev2"))
+    assert p.returncode == 0, p.stderr
+    assert pd.read_csv(tmp_path / "ev2" / "metrics.csv").controller.tolist() == ["ippo-argmax"]
     # a run from one city is refused on another
     assert_user_error(cli("evaluate", "--city", "paris", "--controller", "policy", "--run", str(run),
                           "--seconds", "60"), "trained on melbourne")

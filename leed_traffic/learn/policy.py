@@ -198,10 +198,17 @@ class PolicyController:
     This is what evaluation plugs in (``leed-traffic evaluate --controller policy --run RUN``).
     """
 
-    def __init__(self, policy: MultiAgentPolicy, metadata: dict | None = None):
+    def __init__(self, policy: MultiAgentPolicy, metadata: dict | None = None, sample: bool = False):
         self.policy = policy.eval()
         self.agents = list(policy.agents)
         self.metadata = metadata or {}
+        self.sample = sample
+        """False: argmax (deterministic). True: draw from pi with a seeded generator (see ``reseed``):
+        the stochastic policy PPO actually trained, reproducible per episode seed."""
+        self._gen = torch.Generator().manual_seed(0)
+
+    def reseed(self, seed: int) -> None:
+        self._gen.manual_seed(int(seed))
 
     def act(self, obs: dict[str, np.ndarray]) -> dict[str, int]:
         missing = [a for a in self.agents if a not in obs]
@@ -214,8 +221,13 @@ class PolicyController:
                     f"agent {a}: observation size {batch[a].shape[1]} but the policy was trained "
                     f"on {self.policy.specs[a].obs_dim}"
                 )
-        actions, _, _ = self.policy.act_batch(batch, deterministic=True)
-        return {a: int(actions[a][0]) for a in self.agents}
+        if not self.sample:
+            actions, _, _ = self.policy.act_batch(batch, deterministic=True)
+            return {a: int(actions[a][0]) for a in self.agents}
+        with torch.no_grad():
+            probs = self.policy.dist(self.policy.pad(batch)).probs  # [agents, 1, n]
+        draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=self._gen).reshape(-1)
+        return {a: int(draws[i]) for i, a in enumerate(self.agents)}
 
     def __call__(self, obs: dict[str, np.ndarray]) -> dict[str, int]:
         return self.act(obs)

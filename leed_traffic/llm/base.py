@@ -169,6 +169,15 @@ class LLMDemonstrator(Demonstrator):
     def _ask(self, states: Sequence[IntersectionState], texts: Sequence[str]) -> list[RawAnswer]:
         """Ask the model about these states (one answer per state, same order)."""
 
+    def _ask_in_chunks(self, states: Sequence[IntersectionState], texts: Sequence[str], size: int,
+                       ask_chunk) -> list[RawAnswer]:
+        """Remote backends put many intersections in one request, ``size`` at most per request."""
+        out: list[RawAnswer] = []
+        n = max(1, size)
+        for lo in range(0, len(states), n):
+            out += ask_chunk(states[lo : lo + n], texts[lo : lo + n])
+        return out
+
     def decide(
         self,
         states: Sequence[IntersectionState],

@@ -131,11 +131,7 @@ class ClaudeDemonstrator(LLMDemonstrator):
 
     # -- requests -----------------------------------------------------------------------------
     def _ask(self, states: Sequence[IntersectionState], texts: Sequence[str]) -> list[RawAnswer]:
-        out: list[RawAnswer] = []
-        n = max(1, self.config.max_batch)
-        for lo in range(0, len(states), n):
-            out += self._ask_chunk(states[lo : lo + n], texts[lo : lo + n])
-        return out
+        return self._ask_in_chunks(states, texts, self.config.max_batch, self._ask_chunk)
 
     def _ask_chunk(self, states: Sequence[IntersectionState], texts: Sequence[str]) -> list[RawAnswer]:
         message = self._create(
