@@ -67,8 +67,9 @@ class DemoConfig:
     keep: int = 2
     """Best trajectories kept per agent."""
     require_beat_fixed: bool = True
-    """Keep only trajectories whose return is at least fixed time's on that agent; agents with
-    none are left out of the dataset (listed in its metadata) so bad decisions are not 'expert'."""
+    """Keep only trajectories from rounds that beat fixed time city-wide, or whose own return is at
+    least fixed time's on that agent; agents with none are left out of the dataset (listed in its
+    metadata) so a weak demonstrator's bad decisions are not 'expert'."""
     model: str | None = None
     """Override of the backend's model (claude/openai model name, local GGUF path)."""
     cache: Path | None = None
@@ -324,7 +325,14 @@ def select_best(
     keep: int,
     require_beat_fixed: bool,
 ) -> tuple[dict[str, AgentDemos], dict[str, list[int]]]:
-    """Per agent, the ``keep`` highest-return trajectories (optionally only those >= fixed time)."""
+    """Per agent, the ``keep`` highest-return trajectories.
+
+    With ``require_beat_fixed`` a trajectory counts as expert data only if its round beat fixed
+    time city-wide (summed return) or the agent itself beat fixed time. Per-intersection returns
+    are noisy (a good controller may hold one light to clear its neighbours), so a demonstrator
+    that wins over the whole city is trusted at every intersection, while one that loses overall
+    (a weak LLM) is trusted only where it did better locally.
+    """
     agents = sorted({a for demos, _ in rounds for a in demos})
     out: dict[str, AgentDemos] = {}
     kept: dict[str, list[int]] = {}
@@ -334,7 +342,8 @@ def select_best(
             m = metrics["agents"].get(a)
             if a not in demos or m is None or len(demos[a]) == 0:
                 continue
-            if require_beat_fixed and not m["return"] >= m["fixed_return"]:
+            city_wins = metrics.get("return", -np.inf) >= metrics.get("fixed_return", np.inf)
+            if require_beat_fixed and not (city_wins or m["return"] >= m["fixed_return"]):
                 continue
             cands.append((m["return"], -k, demos[a]))
         cands.sort(key=lambda c: (c[0], c[1]), reverse=True)

@@ -117,3 +117,8 @@ def test_feedback_and_selection_logic():
     assert kept == {"A": [1, 2]} and len(best["A"]) == 6
     best, kept = select_best(rounds[:1], keep=2, require_beat_fixed=True)
     assert best == {} and kept == {}  # worse than fixed time: not expert data
+    # a round that beats fixed time over the whole city is trusted at every intersection
+    city = [(demos(0), {"return": -10.0, "fixed_return": -20.0,
+                        "agents": {"A": {"return": -4.0, "fixed_return": -3.0}}})]
+    best, kept = select_best(city, keep=2, require_beat_fixed=True)
+    assert kept == {"A": [0]}

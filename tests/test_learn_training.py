@@ -78,3 +78,16 @@ def test_demos_required_and_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="observation size"):
         train("fakecity", TrainConfig(algo="leed", total_env_steps=20, **FAST), tmp_path / "y",
               demos=demos, env_factory=FakeFactory())
+
+
+def test_bc_warm_start_imitates_before_any_rollout(tmp_path: Path) -> None:
+    """With the warm start alone (one tiny rollout budget) the policy already follows the expert."""
+    cfg = TrainConfig(algo="leed", total_env_steps=20, bc_pretrain_steps=300, **FAST)
+    run = train("fakecity", cfg, tmp_path / "warm", demos=expert_demos(), env_factory=FakeFactory())
+    pre = json.loads((run / "pretrain.json").read_text())
+    assert pre["action_agreement"]["before"] < 0.6 < 0.9 < pre["action_agreement"]["after"]
+    assert pre["expert_loss"]["after"] < pre["expert_loss"]["before"]
+    cold = TrainConfig(algo="leed", total_env_steps=20, bc_pretrain_steps=0, **FAST)
+    run0 = train("fakecity", cold, tmp_path / "cold", demos=expert_demos(), env_factory=FakeFactory())
+    assert not (run0 / "pretrain.json").exists()
+    assert run_controller(load_policies(run).act) > run_controller(load_policies(run0).act) + 0.2

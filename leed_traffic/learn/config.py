@@ -118,6 +118,15 @@ class TrainConfig:
     """Sequences longer than this are uniformly subsampled before DTW (caps the O(nm) cost)."""
     expert_batch_size: int = 0
     """Demo samples per minibatch for the expert loss; 0 = same as the PPO minibatch size."""
+    bc_pretrain_steps: int = 500
+    """Behaviour-cloning warm start (leed, bc): Adam steps on the expert loss alone before the first
+    rollout. The mixed loss alone gives the demonstrations only update_epochs x num_minibatches
+    small steps per update (on cologne8 the expert loss barely moved in 8 updates), so without a
+    warm start the expert's knowledge arrives too slowly to save environment steps. 0 = off."""
+    bc_pretrain_lr: float = 1e-3
+    """Adam step size of the warm start (its own optimizer; PPO's state is untouched)."""
+    bc_pretrain_batch: int = 256
+    """Demo rows per agent per warm-start step."""
 
     # --- RELED hybrid balancing -------------------------------------------------------------------
     reled: bool = False

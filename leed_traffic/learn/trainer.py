@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ UPDATE_FIELDS = (
     "steps_per_s", "sim_s_per_wall_s",
 )
 # Where the env's info may report the network delay; the first key found is used.
+log = logging.getLogger(__name__)
+
 DELAY_KEYS = ("mean_delay", "mean_trip_delay", "system_mean_delay", "delay", "system_mean_waiting_time",
               "mean_waiting_time")
 SIM_TIME_KEYS = ("sim_time", "time", "step")
@@ -316,6 +319,51 @@ class Trainer:
         self.eps = [EpisodeState(seed=episode_seed(self.cfg.seed, w, 0), number=0)
                     for w in range(self.W)]
         self.obs = [self._reset_worker(w) for w in range(self.W)]
+        self._pretrain()
+
+    def _pretrain(self) -> None:
+        """Behaviour-cloning warm start on the demonstrations (``bc_pretrain_steps``).
+
+        Runs once, before the first rollout of a fresh run (a resumed run restores its result
+        from the checkpoint). Agents without demonstrations are left untouched. Writes
+        ``pretrain.json`` (expert loss and action agreement before and after).
+        """
+        cfg = self.cfg
+        if cfg.algo not in ("leed", "bc") or not self.demo or cfg.bc_pretrain_steps <= 0:
+            return
+        db = self.demo_batch
+        A = len(self.agents)
+        has = torch.tensor([a in self.demo for a in self.agents], dtype=torch.float32)
+        rows = torch.arange(db.obs.shape[1])[None, :] < db.counts[:, None]
+
+        def agreement() -> tuple[float, float]:
+            with torch.no_grad():
+                logits = self.policy.logits(db.obs)
+                le = expert_loss(logits, db.actions, rows.float()) * db.obs.shape[1] / db.counts
+                hit = ((logits.argmax(-1) == db.actions) & rows).float().sum(1) / db.counts
+            keep = has > 0
+            return float(le[keep].mean()), float(hit[keep].mean())
+
+        before = agreement()
+        opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.bc_pretrain_lr, eps=1e-5)
+        for _ in range(cfg.bc_pretrain_steps):
+            j = (torch.rand(A, cfg.bc_pretrain_batch) * db.counts[:, None]).long()
+            le = expert_loss(
+                self.policy.logits(db.obs.gather(1, j[..., None].expand(-1, -1, db.obs.shape[-1]))),
+                db.actions.gather(1, j),
+            )
+            opt.zero_grad()
+            (le * has).sum().backward()
+            clip_grad_norm_per_agent(self.policy, cfg.max_grad_norm)
+            opt.step()
+        after = agreement()
+        (self.run_dir / "pretrain.json").write_text(json.dumps({
+            "steps": cfg.bc_pretrain_steps, "agents": int(has.sum()),
+            "expert_loss": {"before": before[0], "after": after[0]},
+            "action_agreement": {"before": before[1], "after": after[1]},
+        }, indent=2))
+        log.info("BC warm start: expert loss %.3f -> %.3f, agreement %.2f -> %.2f",
+                 before[0], after[0], before[1], after[1])
 
     def _reset_worker(self, w: int) -> dict[str, np.ndarray]:
         ep = self.eps[w]
