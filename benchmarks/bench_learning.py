@@ -155,44 +155,14 @@ def task_train(t: dict) -> dict:
     stamp = ev / "done.json"
     final = _final_env_steps(rd)
     key = {"env_steps": final, "episodes": t["eval_episodes"], "seconds": t["seconds"],
-           "modes": ["greedy", "sampled"]}
+           "modes": ["sampled", "argmax"]}
     if not (stamp.exists() and json.loads(stamp.read_text()) == key):
-        greedy = get_controller("policy", run=rd)
-        evaluate(city, [greedy, SampledPolicy(greedy)], episodes=t["eval_episodes"],
-                 seconds=t["seconds"], out=ev, progress=False)
+        # the package's two readings of a policy: sampled (seeded per episode; the default and
+        # the headline) and argmax (rows named "<algo>-argmax")
+        ctrls = [get_controller("policy", run=rd, sample=True), get_controller("policy", run=rd, sample=False)]
+        evaluate(city, ctrls, episodes=t["eval_episodes"], seconds=t["seconds"], out=ev, progress=False)
         stamp.write_text(json.dumps(key))
     return {"status": status, "env_steps": final}
-
-
-class SampledPolicy:
-    """The run's final policy acting stochastically (sampled actions, as during training).
-
-    The package's evaluation acts greedily (argmax), which is the headline number; this second
-    reading shows how much of a gap between training curves and evaluation is the argmax itself.
-    Sampling is seeded per episode (torch), so it is reproducible.
-    """
-
-    decides = True
-
-    def __init__(self, greedy: Any):
-        self.greedy = greedy
-        self.name = f"{greedy.name}-sampled"
-
-    def prepare(self, scenario: Any, workdir: Path, seed: int) -> dict:
-        import torch
-
-        torch.manual_seed(seed)
-        return self.greedy.prepare(scenario, workdir, seed)
-
-    def act(self, env: Any, obs: dict) -> dict[str, int]:
-        import numpy as np
-        import torch
-
-        inner = self.greedy._policy  # leed_traffic.learn.policy.PolicyController
-        batch = {a: np.asarray(obs[a], np.float32).reshape(1, -1) for a in inner.agents}
-        with torch.no_grad():
-            actions, _, _ = inner.policy.act_batch(batch, deterministic=False)
-        return {a: int(actions[a][0]) for a in inner.agents}
 
 
 def task_classical(t: dict) -> dict:
@@ -324,14 +294,14 @@ def first_reach(df, target: float) -> tuple[float | None, float | None]:
     return float(r["env_steps"]), float(r["wall_time"])
 
 
-def eval_value(csv: Path, sampled: bool = False) -> dict | None:
-    """Mean over the evaluation episodes of one run (greedy rows, or the sampled ones)."""
+def eval_value(csv: Path, argmax: bool = False) -> dict | None:
+    """Mean over the evaluation episodes of one run (sampled rows, or the argmax ones)."""
     import pandas as pd
 
     if not csv.exists():
         return None
     df = pd.read_csv(csv)
-    df = df[df["controller"].astype(str).str.endswith("-sampled") == sampled]
+    df = df[df["controller"].astype(str).str.endswith("-argmax") == argmax]
     if df.empty:
         return None
     return {"mean_delay": float(df["mean_delay"].mean()), "resco_delay": float(df["resco_delay"].mean()),
@@ -351,9 +321,9 @@ def collect(args, cities: list[str], algos: list[str], seeds: list[int]) -> list
                 ev = eval_value(rd / "bench-eval" / "metrics.csv")
                 if ev:
                     row.update({f"eval_{k}": v for k, v in ev.items()})
-                ev = eval_value(rd / "bench-eval" / "metrics.csv", sampled=True)
+                ev = eval_value(rd / "bench-eval" / "metrics.csv", argmax=True)
                 if ev:
-                    row.update({f"evals_{k}": v for k, v in ev.items()})
+                    row.update({f"evala_{k}": v for k, v in ev.items()})
                 curve = load_curve(rd)
                 if curve is not None:
                     last = curve.iloc[-1]
@@ -469,7 +439,7 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
         out.append(f"### {city} ({scen.n_agents} agents, {crow[0]['delta_time'] if crow else '?'} s decisions)")
         # ---- final policies
         head = ["controller", "delay s/veh (honest)", "delay, RESCO's rule", "never inserted",
-                "sampled actions: delay (never ins.)", "n",
+                "argmax actions: delay (never ins.)", "n",
                 "RESCO (SUMO 1.9, best train ep.)", "ANCHORS (SUMO 1.28)"]
         table = []
         cls = eval_value_frame(city_dir(args.runs, city) / "classical" / "metrics.csv")
@@ -499,13 +469,13 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
             table.append([f"**{name}**", pm([r["eval_mean_delay"] for r in rs]),
                           pm([r["eval_resco_delay"] for r in rs]),
                           fmt(mean_std([r["eval_never_inserted"] for r in rs])[0], ".0f"),
-                          pm([r.get("evals_mean_delay", float("nan")) for r in rs]) + " ("
-                          + fmt(mean_std([r.get("evals_never_inserted", float("nan")) for r in rs])[0], ".0f") + ")",
+                          pm([r.get("evala_mean_delay", float("nan")) for r in rs]) + " ("
+                          + fmt(mean_std([r.get("evala_never_inserted", float("nan")) for r in rs])[0], ".0f") + ")",
                           f"{len(rs)} seed(s) × {rs[0]['eval_episodes']}", ref, ""])
         out.append(markdown_table(head, table, "lrrrrrrl"))
-        out.append("Learners: greedy (argmax) actions, the package's evaluation and the headline number; "
-                   "the \"sampled actions\" column evaluates the same final policy sampling its actions "
-                   "as during training.")
+        out.append("Learners: the final policy sampling its actions (seeded per episode), the package's "
+                   "default evaluation and the headline number; the \"argmax actions\" column evaluates the "
+                   "same policy taking its most likely phase (`leed-traffic evaluate --argmax`).")
         # ---- sample efficiency
         ippo = [r for r in crow if r["algo"] == "ippo" and "train_final_delay" in r]
         target = mean_std([r["train_final_delay"] for r in ippo])[0] if ippo else None

@@ -267,6 +267,7 @@ def snapshot(
     plan: Optional[Path] = typer.Option(None, help="Exported plan instead of a policy."),
     time: float = typer.Option(300.0, min=0, help="Seconds after the episode begins."),
     size: str = typer.Option("1280x800", help="WIDTHxHEIGHT in pixels."),
+    boundary: Optional[str] = typer.Option(None, help="Zoom to XMIN,YMIN,XMAX,YMAX (network metres)."),
 ) -> None:
     """Render sumo-gui headlessly (Xvfb) to a PNG."""
     from leed_traffic.viz import snapshot as shoot
@@ -275,7 +276,14 @@ def snapshot(
         w, h = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise UserError(f"--size must look like 1280x800 (got {size!r}).") from None
-    path = shoot(city, run, time=time, out=out, size=(w, h), plan=plan)
+    box = None
+    if boundary:
+        try:
+            box = tuple(float(v) for v in boundary.split(","))
+            assert len(box) == 4 and box[0] < box[2] and box[1] < box[3]
+        except (ValueError, AssertionError):
+            raise UserError(f"--boundary must be XMIN,YMIN,XMAX,YMAX with XMIN<XMAX, YMIN<YMAX (got {boundary!r}).") from None
+    path = shoot(city, run, time=time, out=out, size=(w, h), plan=plan, boundary=box)
     console.print(f"snapshot: {path}")
 
 
