@@ -229,8 +229,10 @@ class LeedTrafficEnv(ParallelEnv):
             ln for t in self.topologies.values() for ln in t.in_lanes + t.out_lanes
         ))
         lengths = np.array([net.getLane(ln).getLength() for ln in lanes])
-        with_ids = isinstance(config.reward, str) and config.reward in NEEDS_VEHICLE_IDS or not isinstance(config.reward, str)
-        self.lanes = LaneTable(lanes, lengths, with_vehicle_ids=True if with_ids else False)
+        # vehicle ids cost a read per non-empty lane: only the waiting-time reward (and custom
+        # rewards, which may need anything) pay for them
+        with_ids = not isinstance(config.reward, str) or config.reward in NEEDS_VEHICLE_IDS
+        self.lanes = LaneTable(lanes, lengths, with_vehicle_ids=with_ids)
         self.signals: dict[str, TrafficSignal] = {}
         for a in self.possible_agents:
             ts = TrafficSignal(None, self.topologies[a], delta_time=config.delta_time,
