@@ -79,6 +79,7 @@ report: setup
 
 bench: setup
 	$(PY) benchmarks/bench_env.py --out docs
+	$(PY) benchmarks/bench_demos.py --city helsinki --seconds 3600 --out docs
 
 bench-learning: setup
 	$(PY) benchmarks/bench_learning.py --out docs

