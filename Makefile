@@ -23,7 +23,8 @@ help:
 	@echo "make gui CITY=... [RUN=]   sumo-gui with the trained policy live (or the fixed programs)"
 	@echo "make build CITY=...        build a city's network and scenario"
 	@echo "make evaluate CITY=...     evaluate every classical controller on held-out seeds"
-	@echo "make bench                 environment throughput benchmark -> docs/benchmarks.md"
+	@echo "make bench                 environment throughput + demonstration cost -> docs/benchmarks.md"
+	@echo "make bench-learning        learning results (hours) -> docs/learning.md"
 
 setup: $(STAMP)
 
