@@ -28,8 +28,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ import numpy as np
 
 from leed_traffic.dataset import DemoDataset, AgentDemos
 from leed_traffic.errors import UserError
+from leed_traffic.fileio import atomic_write
 from leed_traffic.llm import make_demonstrator, render_state
 from leed_traffic.llm.base import Decision, Demonstrator, DemonstratorError
 from leed_traffic.state import IntersectionState
@@ -82,21 +81,8 @@ class DemoConfig:
 
 
 # ---------------------------------------------------------------------------- small helpers
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users of the run dir
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default)))
 
 
 def _json_default(o: Any) -> Any:
@@ -295,8 +281,8 @@ def _save_round(out: Path, k: int, trajs: Mapping[str, Trajectory], metrics: dic
             for row in texts:
                 f.write(json.dumps(row, default=_json_default) + "\n")
 
-    _atomic_write(rounds / f"round_{k}.texts.jsonl.gz", write_texts)
-    _atomic_write(rounds / f"round_{k}.npz", write_npz)
+    atomic_write(rounds / f"round_{k}.texts.jsonl.gz", write_texts)
+    atomic_write(rounds / f"round_{k}.npz", write_npz)
     _write_json(rounds / f"round_{k}.json", metrics)  # written last: marks the round complete
 
 

@@ -8,7 +8,6 @@ same seeds, same code for everyone, so the numbers are comparable.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 
 from leed_traffic.controllers import Controller, get_controller
 from leed_traffic.env import EnvConfig, LeedTrafficEnv
+from leed_traffic.fileio import atomic_write
 from leed_traffic.metrics import METRIC_COLUMNS, episode_metrics
 from leed_traffic.scenario import Scenario, build_scenario
 
@@ -96,16 +96,7 @@ def evaluate(
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(Path(path), lambda tmp: df.to_csv(tmp, index=False))
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
