@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from leed_traffic.learn.dtw import dtw_distance, phase_features, subsample, trajectory_features
+from leed_traffic.learn.dtw import (
+    dtw_distance,
+    dtw_distances,
+    phase_features,
+    subsample,
+    trajectory_features,
+)
 from leed_traffic.learn.expert_weight import (
     base_weight,
     discounted_returns,
@@ -36,6 +42,17 @@ def naive_dtw(a: np.ndarray, b: np.ndarray, band: float | None = None) -> float:
             k = int(np.argmin([o[0] for o in opts]))
             D[i, j], L[i, j] = c + opts[k][0], opts[k][1] + 1
     return D[n, m] / L[n, m]
+
+
+def test_dtw_batch_matches_naive_for_mixed_shapes_and_bands() -> None:
+    """The batched banded solver groups pairs by shape; every pair must equal the textbook DP."""
+    rng = np.random.default_rng(1)
+    shapes = [(12, 12), (12, 12), (15, 6), (6, 15), (20, 17), (12, 12), (1, 5), (5, 1)]
+    pairs = [(rng.random((n, 2)), rng.random((m, 2))) for n, m in shapes]
+    for band in (None, 0.0, 0.05, 0.3):
+        got = dtw_distances(pairs, band)
+        want = [naive_dtw(a, b, band) for a, b in pairs]
+        assert got == pytest.approx(want, abs=1e-12)
 
 
 def test_dtw_hand_cases() -> None:

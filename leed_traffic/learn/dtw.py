@@ -29,43 +29,93 @@ def dtw_distance(a: np.ndarray, b: np.ndarray, band: float | None = None) -> flo
     diagonal (shorter path). ``band`` is a Sakoe-Chiba constraint as a fraction of the sequence
     in normalised time: cell (i, j) is allowed iff |i/n - j/m| <= band + 1/min(n, m) (the slack
     keeps a path feasible for any lengths; band=0 with n == m allows |i - j| <= 1).
-    O(nm) time, vectorised over anti-diagonals; memory O(nm).
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    if b.ndim == 1:
-        b = b[:, None]
-    n, m = a.shape[0], b.shape[0]
-    if n == 0 or m == 0:
-        raise ValueError("DTW needs two non-empty sequences")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
-    # pairwise Euclidean costs (n x m)
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    cost = np.sqrt(np.maximum(sq, 0.0))
-    if band is not None:
-        ii = (np.arange(1, n + 1) / n)[:, None]
-        jj = (np.arange(1, m + 1) / m)[None, :]
-        cost = np.where(np.abs(ii - jj) <= band + 1.0 / min(n, m) + 1e-12, cost, np.inf)
+    return float(dtw_distances([(a, b)], band)[0])
 
-    acc = np.full((n + 1, m + 1), np.inf)
-    length = np.zeros((n + 1, m + 1))
-    acc[0, 0] = 0.0
-    for k in range(2, n + m + 1):  # anti-diagonal i + j = k, 1-based cells
-        i = np.arange(max(1, k - m), min(n, k - 1) + 1)
-        j = k - i
-        cands = np.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])  # diag, up, left
-        lens = np.stack([length[i - 1, j - 1], length[i - 1, j], length[i, j - 1]])
-        best = np.argmin(cands, axis=0)  # argmin returns the first: diagonal wins ties
-        cols = np.arange(i.size)
-        acc[i, j] = cost[i - 1, j - 1] + cands[best, cols]
-        length[i, j] = lens[best, cols] + 1.0
-    total = acc[n, m]
-    if not np.isfinite(total):
+
+def dtw_distances(pairs: list[tuple[np.ndarray, np.ndarray]], band: float | None = None) -> np.ndarray:
+    """``dtw_distance`` of many (a, b) pairs at once (one per agent and expert trajectory).
+
+    Why batched: one LEED update compares every agent with its demonstrations (tens of pairs of
+    ~500-step sequences); pairs of the same shape are solved together, one vectorised step per
+    anti-diagonal, and only the cells inside the band are computed, so the cost is
+    O(n * band_width) per pair instead of O(n * m) and the Python overhead is paid once per
+    diagonal, not once per pair. Memory: two diagonals per pair.
+    """
+    out = np.empty(len(pairs))
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    arrays = []
+    for k, (a, b) in enumerate(pairs):
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        a = a[:, None] if a.ndim == 1 else a
+        b = b[:, None] if b.ndim == 1 else b
+        if a.shape[0] == 0 or b.shape[0] == 0:
+            raise ValueError("DTW needs two non-empty sequences")
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
+        arrays.append((a, b))
+        groups.setdefault((a.shape[0], b.shape[0], a.shape[1]), []).append(k)
+    for (n, m, _d), idx in groups.items():
+        A = np.stack([arrays[k][0] for k in idx])  # [B, n, d]
+        Bm = np.stack([arrays[k][1] for k in idx])  # [B, m, d]
+        out[idx] = _dtw_same_shape(A, Bm, band)
+    return out
+
+
+def _band_rows(n: int, m: int, band: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per anti-diagonal k = i + j (1-based cells), the first and last admissible row i."""
+    k = np.arange(n + m + 1)
+    lo = np.maximum(1, k - m)
+    hi = np.minimum(n, k - 1)
+    if band is not None:
+        # |i/n - (k-i)/m| <= r  <=>  (k/m - r) / (1/n + 1/m) <= i <= (k/m + r) / (1/n + 1/m)
+        r = band + 1.0 / min(n, m) + 1e-12
+        s = 1.0 / n + 1.0 / m
+        lo = np.maximum(lo, np.ceil((k / m - r) / s - 1e-9).astype(np.int64))
+        hi = np.minimum(hi, np.floor((k / m + r) / s + 1e-9).astype(np.int64))
+        # the 1e-9 slack may admit a boundary cell the exact test rejects: re-check both ends
+        def ok(i: np.ndarray) -> np.ndarray:
+            return np.abs(i / n - (k - i) / m) <= r
+        lo = np.where((lo <= hi) & ~ok(lo), lo + 1, lo)
+        hi = np.where((lo <= hi) & ~ok(hi), hi - 1, hi)
+    return lo, hi
+
+
+def _dtw_same_shape(A: np.ndarray, Bm: np.ndarray, band: float | None) -> np.ndarray:
+    """Banded anti-diagonal DTW for a batch of equal-shape pairs; returns [B] distances."""
+    nb, n, _ = A.shape
+    m = Bm.shape[1]
+    lo, hi = _band_rows(n, m, band)
+    inf = np.inf
+    # diagonals indexed by row i in 0..n; prev2 = diagonal k-2, prev1 = k-1
+    acc2 = np.full((nb, n + 1), inf)
+    len2 = np.zeros((nb, n + 1))
+    acc1 = np.full((nb, n + 1), inf)
+    len1 = np.zeros((nb, n + 1))
+    acc2[:, 0] = 0.0  # cell (0, 0) lies on diagonal 0
+    for k in range(2, n + m + 1):
+        acc0 = np.full((nb, n + 1), inf)
+        len0 = np.zeros((nb, n + 1))
+        i0, i1 = int(lo[k]), int(hi[k])
+        if i0 <= i1:
+            rows = slice(i0, i1 + 1)
+            prev = slice(i0 - 1, i1)
+            # cells (i, k - i): a[i - 1] against b[k - i - 1], j descending as i ascends
+            diff = A[:, i0 - 1:i1, :] - Bm[:, k - i1 - 1:k - i0, :][:, ::-1, :]
+            cost = np.sqrt((diff * diff).sum(-1))
+            diag, up, left = acc2[:, prev], acc1[:, prev], acc1[:, rows]
+            best = np.minimum(diag, np.minimum(up, left))
+            # tie-break as argmin over (diag, up, left): the first minimum wins
+            ln = np.where(diag == best, len2[:, prev],
+                          np.where(up == best, len1[:, prev], len1[:, rows]))
+            acc0[:, rows] = cost + best
+            len0[:, rows] = ln + 1.0
+        acc2, len2, acc1, len1 = acc1, len1, acc0, len0
+    total = acc1[:, n]
+    if not np.all(np.isfinite(total)):
         raise ValueError("no warping path inside the band")
-    return float(total / length[n, m])
+    return total / len1[:, n]
 
 
 def subsample(seq: np.ndarray, max_len: int) -> np.ndarray:

@@ -124,8 +124,13 @@ class MultiAgentPolicy(nn.Module):
     # --- encodings -----------------------------------------------------------------------------
     def pad(self, obs: dict[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
         """Per-agent [B, d_i] observations -> padded [A, B, max_obs]."""
-        t = [torch.as_tensor(obs[a], dtype=torch.float32) for a in self.agents]
-        return torch.stack([nn.functional.pad(x, (0, self.max_obs - x.shape[-1])) for x in t])
+        first = obs[self.agents[0]]
+        B = first.shape[0] if first.ndim > 1 else 1
+        out = torch.zeros(len(self.agents), B, self.max_obs)
+        for i, a in enumerate(self.agents):
+            x = torch.as_tensor(obs[a], dtype=torch.float32).reshape(B, -1)
+            out[i, :, : x.shape[-1]] = x
+        return out
 
     def global_from_padded(self, padded: torch.Tensor) -> torch.Tensor:
         """[A, B, max_obs] padded -> [B, sum d_i] concatenation (MAPPO critic input)."""
@@ -157,16 +162,31 @@ class MultiAgentPolicy(nn.Module):
         return self.critic(critic_in).squeeze(-1)
 
     @torch.no_grad()
+    def act_padded(
+        self, padded: torch.Tensor, deterministic: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Actions, log-probs and values [A, B] for padded observations [A, B, max_obs].
+
+        The rollout hot path: one actor and one critic pass for every agent, no per-agent Python
+        and no ``Categorical`` object (its argument checks cost more than the tiny networks).
+        Sampling is the same ``multinomial`` draw ``Categorical.sample`` makes.
+        """
+        logits = self.logits(padded)
+        logp_all = torch.log_softmax(logits, -1)
+        if deterministic:
+            act = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits, -1)
+            act = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).reshape(logits.shape[:-1])
+        logp = logp_all.gather(-1, act[..., None]).squeeze(-1)
+        val = self.value(self.critic_input(padded))
+        return act.numpy(), logp.numpy(), val.numpy()
+
     def act_batch(
         self, obs: dict[str, np.ndarray], deterministic: bool = False
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Actions, log-probs and values for a batch of observations per agent ([B, d_i])."""
-        padded = self.pad(obs)
-        d = self.dist(padded)
-        act = d.probs.argmax(-1) if deterministic else d.sample()
-        logp = d.log_prob(act)
-        val = self.value(self.critic_input(padded))
-        act_np, logp_np, val_np = act.numpy(), logp.numpy(), val.numpy()
+        act_np, logp_np, val_np = self.act_padded(self.pad(obs), deterministic)
         return ({a: act_np[i] for i, a in enumerate(self.agents)},
                 {a: logp_np[i] for i, a in enumerate(self.agents)},
                 {a: val_np[i] for i, a in enumerate(self.agents)})

@@ -38,7 +38,7 @@ from leed_traffic.dataset import DemoDataset
 from leed_traffic.learn import checkpoint as ckpt
 from leed_traffic.learn.buffer import RolloutBuffer
 from leed_traffic.learn.config import TrainConfig
-from leed_traffic.learn.dtw import dtw_distance, subsample, trajectory_features
+from leed_traffic.learn.dtw import dtw_distances, subsample, trajectory_features
 from leed_traffic.learn.expert_weight import (
     WeightInfo,
     discounted_returns,
@@ -69,22 +69,27 @@ SIM_TIME_KEYS = ("sim_time", "time", "step")
 
 
 class RunningMeanStd:
-    """Running mean/variance (parallel algorithm), as in gymnasium's NormalizeReward."""
+    """Running mean/variance per agent (parallel algorithm, as gymnasium's NormalizeReward).
 
-    def __init__(self) -> None:
-        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+    ``update(x)`` takes [A, W]: one new sample per agent and worker; every agent sees the same
+    number of samples, so the count is shared. Kept as arrays so a decision step costs three
+    vector operations, not a Python call per agent.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.mean, self.var, self.count = np.zeros(n), np.ones(n), 1e-4
 
     def update(self, x: np.ndarray) -> None:
-        bm, bv, bc = float(np.mean(x)), float(np.var(x)), x.size
+        bm, bv, bc = x.mean(-1), x.var(-1), x.shape[-1]
         delta, tot = bm - self.mean, self.count + bc
         m2 = self.var * self.count + bv * bc + delta**2 * self.count * bc / tot
         self.mean, self.var, self.count = self.mean + delta * bc / tot, m2 / tot, tot
 
-    def state(self) -> list[float]:
-        return [self.mean, self.var, self.count]
+    def state(self, i: int) -> list[float]:
+        return [float(self.mean[i]), float(self.var[i]), float(self.count)]
 
-    def load(self, s: list[float]) -> None:
-        self.mean, self.var, self.count = (float(v) for v in s)
+    def load(self, i: int, s: list[float]) -> None:
+        self.mean[i], self.var[i], self.count = float(s[0]), float(s[1]), float(s[2])
 
 
 @dataclass
@@ -94,7 +99,7 @@ class EpisodeState:
     seed: int
     number: int  # this worker's episode counter (seeds derive from it)
     steps: int = 0
-    returns: dict[str, float] = field(default_factory=dict)
+    returns: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per agent, raw
     delay_sum: float = 0.0
     delay_n: int = 0
     sim_time: float = 0.0
@@ -206,8 +211,8 @@ class Trainer:
         )
         # one Adam over the stacked per-agent parameters == one Adam per agent (element-wise)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
-        self.rnorm = {a: RunningMeanStd() for a in self.agents}
-        self.ret_acc = {a: np.zeros(self.W) for a in self.agents}  # discounted returns (rnorm)
+        self.rnorm = RunningMeanStd(len(self.agents))
+        self.ret_acc = np.zeros((len(self.agents), self.W))  # discounted returns (rnorm), [A, W]
         self.demo_batch: DemoBatch | None = None
         self.demo = self._prepare_demos()
         self.update_n = 0
@@ -368,7 +373,7 @@ class Trainer:
     def _reset_worker(self, w: int) -> dict[str, np.ndarray]:
         ep = self.eps[w]
         obs, _ = self.pool.reset(w, ep.seed)
-        ep.returns = {a: 0.0 for a in self.agents}
+        ep.returns = np.zeros(len(self.agents))
         if w == 0:
             self.cur_obs_hist = {a: [] for a in self.agents}
             self.cur_act_hist = {a: [] for a in self.agents}
@@ -376,34 +381,41 @@ class Trainer:
 
     # ------------------------------------------------------------------ 1. rollouts
     def collect(self) -> RolloutBuffer:
-        cfg, W = self.cfg, self.W
-        buf = RolloutBuffer(self.agents)
+        """Step every worker with the batched policy until the rollout is complete.
+
+        Per decision step the Python work is O(agents) list building and a few [A, W] array
+        operations; the policy runs once for all agents and workers (see policy.act_padded).
+        """
+        cfg, W, agents = self.cfg, self.W, self.agents
+        A = len(agents)
+        buf = RolloutBuffer(agents, self.policy.obs_dims)
         finished = np.zeros(W, bool)
         while True:
-            obs_b = {a: np.stack([self.obs[w][a] for w in range(W)]) for a in self.agents}
-            actions, logps, values = self.policy.act_batch(obs_b)
-            acts = [{a: int(actions[a][w]) for a in self.agents} for w in range(W)]
+            obs_p = self._padded_obs()
+            actions, logps, values = self.policy.act_padded(torch.from_numpy(obs_p))
+            act_lists = actions.T.tolist()  # [W][A]
+            acts = [dict(zip(agents, row)) for row in act_lists]
             results = self.pool.step(acts)
 
-            raw = {a: np.zeros(W, np.float32) for a in self.agents}
+            raw = np.zeros((A, W), np.float32)
             dones, truncs, next_obs = np.zeros(W, bool), np.zeros(W, bool), []
             for w, (obs2, rew, term, trunc, info) in enumerate(results):
                 ep = self.eps[w]
                 ep.steps += 1
-                ep.actions.append([acts[w][a] for a in self.agents])
+                ep.actions.append(act_lists[w])
                 if w == 0:
-                    for a in self.agents:
+                    for a, act in zip(agents, act_lists[0]):
                         self.cur_obs_hist[a].append(self.obs[0][a])
-                        self.cur_act_hist[a].append(acts[0][a])
-                for a in self.agents:
-                    raw[a][w] = float(rew.get(a, 0.0))
-                    ep.returns[a] += float(raw[a][w])
-                ended = [bool(term.get(a, False) or trunc.get(a, False)) for a in self.agents]
+                        self.cur_act_hist[a].append(act)
+                raw[:, w] = [rew.get(a, 0.0) for a in agents]
+                ep.returns += raw[:, w]
+                ended = [bool(term.get(a, False) or trunc.get(a, False)) for a in agents]
                 dones[w] = all(ended) or not obs2
-                truncs[w] = dones[w] and not any(bool(term.get(a, False)) for a in self.agents)
-                delay = _find(info, DELAY_KEYS)
-                if delay is not None:
-                    ep.delay_sum, ep.delay_n = ep.delay_sum + delay, ep.delay_n + 1
+                truncs[w] = dones[w] and not any(bool(term.get(a, False)) for a in agents)
+                if dones[w]:  # the env reports its running trip statistics at the episode's end
+                    delay = _find(info, DELAY_KEYS)
+                    if delay is not None:
+                        ep.delay_sum, ep.delay_n = ep.delay_sum + delay, ep.delay_n + 1
                 if self.spec.delta_time > 0:
                     ep.sim_time = ep.steps * self.spec.delta_time
                 else:
@@ -411,27 +423,23 @@ class Trainer:
                     ep.sim_time = t if t is not None else float(ep.steps)
                 next_obs.append(obs2)
 
-            # per-agent reward normalisation (running std of the discounted return)
-            norm = {}
-            for a in self.agents:
-                if cfg.normalize_rewards:
-                    self.ret_acc[a] = self.ret_acc[a] * cfg.gamma + raw[a]
-                    self.rnorm[a].update(self.ret_acc[a])
-                    norm[a] = raw[a] / np.sqrt(self.rnorm[a].var + 1e-8)
-                    self.ret_acc[a][dones] = 0.0
-                else:
-                    norm[a] = raw[a].copy()
+            # per-agent reward normalisation (running std of the discounted return), all agents
+            if cfg.normalize_rewards:
+                self.ret_acc = self.ret_acc * cfg.gamma + raw
+                self.rnorm.update(self.ret_acc)
+                norm = raw / np.sqrt(self.rnorm.var + 1e-8)[:, None]
+                self.ret_acc[:, dones] = 0.0
+            else:
+                norm = raw.copy()
+            norm = norm.astype(np.float32)
             # time-limit truncation: bootstrap with V(final observation)
-            boot = [w for w in range(W) if truncs[w] and all(a in next_obs[w] for a in self.agents)]
+            boot = [w for w in range(W) if truncs[w] and all(a in next_obs[w] for a in agents)]
             if boot:
-                fin = {a: np.stack([np.asarray(next_obs[w][a], np.float32).reshape(-1)
-                                    for w in boot]) for a in self.agents}
-                _, _, v_fin = self.policy.act_batch(fin)
-                for a in self.agents:
-                    norm[a][boot] += cfg.gamma * v_fin[a]
-            for a in self.agents:
-                buf.add(a, obs=obs_b[a], actions=actions[a], logprobs=logps[a], values=values[a],
-                        rewards=norm[a], raw_rewards=raw[a], dones=dones.copy())
+                fin = self._padded_obs([{a: next_obs[w][a] for a in agents} for w in boot])
+                _, _, v_fin = self.policy.act_padded(torch.from_numpy(fin))
+                norm[:, boot] += cfg.gamma * v_fin
+            buf.add(obs=obs_p, actions=actions, logprobs=logps, values=values, rewards=norm,
+                    raw_rewards=raw, dones=dones.copy())
             self.env_steps += W
             self._sim_total += W * (self.spec.delta_time or 1.0)
 
@@ -441,18 +449,26 @@ class Trainer:
                     finished[w] = True
                     self.obs[w] = self._reset_worker(w)
                 else:
-                    self.obs[w] = {a: np.asarray(next_obs[w][a], np.float32).reshape(-1)
-                                   for a in self.agents}
+                    self.obs[w] = next_obs[w]
             self.progress.advance(self.task, W)
             if cfg.rollout_steps > 0 and len(buf) >= cfg.rollout_steps:
                 break
             if cfg.rollout_steps == 0 and finished.all():
                 break
         # bootstrap the rollout's end from the current observations
-        obs_b = {a: np.stack([self.obs[w][a] for w in range(W)]) for a in self.agents}
-        _, _, next_v = self.policy.act_batch(obs_b)
+        _, _, next_v = self.policy.act_padded(torch.from_numpy(self._padded_obs()))
         buf.finish(next_v, cfg.gamma, cfg.gae_lambda)
         return buf
+
+    def _padded_obs(self, obs: list[dict[str, np.ndarray]] | None = None) -> np.ndarray:
+        """Workers' per-agent observations -> [A, W, max_obs] float32, zero-padded."""
+        obs = self.obs if obs is None else obs
+        out = np.zeros((len(self.agents), len(obs), self.policy.max_obs), np.float32)
+        for w, o in enumerate(obs):
+            for i, a in enumerate(self.agents):
+                x = o[a]
+                out[i, w, : x.shape[-1]] = x
+        return out
 
     def _end_episode(self, w: int) -> None:
         ep = self.eps[w]
@@ -463,7 +479,7 @@ class Trainer:
             "episode": self.episodes, "update": self.update_n + 1, "worker": w, "seed": ep.seed,
             "env_steps": self.env_steps, "sim_time": round(ep.sim_time, 3),
             "wall_time": round(time.time() - self.t0, 3),
-            "return": round(sum(ep.returns.values()), 6),
+            "return": round(float(np.sum(ep.returns)), 6),
             "mean_delay": round(ep.delay_sum / ep.delay_n, 6) if ep.delay_n else "",
             "expert_weight": round(w_mean, 6),
         }
@@ -493,10 +509,11 @@ class Trainer:
             vol = neighbour_volatility({a: buf.data[a].raw_rewards.reshape(-1)
                                         for a in self.agents}, neighbours)
             self._refresh_reled_masks()
-        out = {}
+        # one batched DTW call for every (agent, expert trajectory) pair: see dtw.dtw_distances
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        owner: list[str] = []
         for a in self.agents:
             if a not in self.demo:
-                out[a] = WeightInfo(0.0)
                 continue
             dm = self.demo[a]
             if self.last_traj is not None:
@@ -507,12 +524,20 @@ class Trainer:
             feats = trajectory_features(cfg.dtw_features, obs, acts, self.spec.n_actions[a],
                                         dm.obs_mean, dm.obs_std)
             feats = subsample(feats, cfg.dtw_max_len)
-            dist = min(
-                dtw_distance(feats, ef[: len(feats)] if partial else ef, cfg.dtw_band)
-                for ef in dm.features
-            )
+            for ef in dm.features:
+                pairs.append((feats, ef[: len(feats)] if partial else ef))
+                owner.append(a)
+        dists: dict[str, float] = {}
+        for a, d in zip(owner, dtw_distances(pairs, cfg.dtw_band) if pairs else []):
+            dists[a] = min(dists.get(a, np.inf), float(d))
+        out = {}
+        for a in self.agents:
+            if a not in self.demo:
+                out[a] = WeightInfo(0.0)
+                continue
+            dm = self.demo[a]
             out[a] = expert_weight(
-                cfg.expert_weight_mode, dist, w0=cfg.expert_weight_init, tau=cfg.expert_tau,
+                cfg.expert_weight_mode, dists[a], w0=cfg.expert_weight_init, tau=cfg.expert_tau,
                 env_steps=self.env_steps, anneal_steps=cfg.expert_anneal_steps,
                 agent_return=float(buf.data[a].raw_rewards.mean()) if cfg.expert_return_decay
                 else None,
@@ -532,7 +557,7 @@ class Trainer:
             if a not in self.demo:
                 continue
             dm, n = self.demo[a], int(db.counts[i])
-            scale = np.sqrt(self.rnorm[a].var + 1e-8) if self.cfg.normalize_rewards else 1.0
+            scale = np.sqrt(self.rnorm.var[i] + 1e-8) if self.cfg.normalize_rewards else 1.0
             db.mask[i, :n] = torch.as_tensor(reled_mask(dm.returns_to_go / scale, values[i, :n]))
 
     # ------------------------------------------------------------------ 4. optimisation
@@ -553,8 +578,8 @@ class Trainer:
             g["lr"] = lr
         A = len(self.agents)
         B = len(buf) * self.W
-        obs = self.policy.pad({a: buf.data[a].flat("obs") for a in self.agents})  # [A, B, P]
-        stack = {k: torch.as_tensor(np.stack([buf.data[a].flat(k) for a in self.agents]))
+        obs = torch.from_numpy(buf.stacked["obs"])  # [A, B, P], padded
+        stack = {k: torch.from_numpy(buf.stacked[k])
                  for k in ("actions", "logprobs", "values", "advantages", "returns")}
         critic_in = self.policy.critic_input(obs)  # [A, B, C]
         w = torch.tensor([weights[a].weight for a in self.agents], dtype=torch.float32)
@@ -653,10 +678,11 @@ class Trainer:
                 "python": random.getstate(),
                 "torch": torch.get_rng_state(),
             },
-            "rnorm": {a: self.rnorm[a].state() for a in self.agents},
-            "ret_acc": {a: torch.as_tensor(self.ret_acc[a]) for a in self.agents},
+            "rnorm": {a: self.rnorm.state(i) for i, a in enumerate(self.agents)},
+            "ret_acc": {a: torch.as_tensor(self.ret_acc[i]) for i, a in enumerate(self.agents)},
             "workers": [
-                {"seed": e.seed, "number": e.number, "steps": e.steps, "returns": dict(e.returns),
+                {"seed": e.seed, "number": e.number, "steps": e.steps,
+                 "returns": dict(zip(self.agents, np.asarray(e.returns, float).tolist())),
                  "delay_sum": e.delay_sum, "delay_n": e.delay_n, "sim_time": e.sim_time,
                  "actions": torch.as_tensor(np.asarray(e.actions, np.int64).reshape(
                      len(e.actions), len(self.agents)))}
@@ -680,9 +706,9 @@ class Trainer:
         rs = s["rng"]
         random.setstate(_to_tuple(rs["python"]))
         torch.set_rng_state(rs["torch"])
-        for a in self.agents:
-            self.rnorm[a].load(s["rnorm"][a])
-            self.ret_acc[a] = s["ret_acc"][a].numpy().astype(np.float64)
+        for i, a in enumerate(self.agents):
+            self.rnorm.load(i, s["rnorm"][a])
+            self.ret_acc[i] = s["ret_acc"][a].numpy().astype(np.float64)
         self.last_traj = None if s["last_traj"] is None else {
             a: (v[0].numpy(), v[1].numpy()) for a, v in s["last_traj"].items()}
         self.last_weights = {a: WeightInfo(*v) for a, v in s["last_weights"].items()}
@@ -702,7 +728,8 @@ class Trainer:
                         self.cur_act_hist[a].append(act[a])
                 obs2, *_ = self.pool.workers[w].step(act)
                 obs = {a: np.asarray(obs2[a], np.float32).reshape(-1) for a in self.agents}
-            ep.steps, ep.returns = int(ws["steps"]), {k: float(v) for k, v in ws["returns"].items()}
+            ep.steps = int(ws["steps"])
+            ep.returns = np.array([float(ws["returns"][a]) for a in self.agents])
             ep.delay_sum, ep.delay_n = float(ws["delay_sum"]), int(ws["delay_n"])
             ep.sim_time, ep.actions = float(ws["sim_time"]), ws["actions"].tolist()
             self.obs.append(obs)
