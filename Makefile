@@ -23,7 +23,7 @@ help:
 	@echo "make gui CITY=... [RUN=]   sumo-gui with the trained policy live (or the fixed programs)"
 	@echo "make build CITY=...        build a city's network and scenario"
 	@echo "make evaluate CITY=...     evaluate every classical controller on held-out seeds"
-	@echo "make bench                 environment throughput + demonstration cost -> docs/benchmarks.md"
+	@echo "make bench                 env throughput, demonstration cost, training-loop throughput -> docs/benchmarks.md"
 	@echo "make bench-learning        learning results (hours) -> docs/learning.md"
 
 setup: $(STAMP)
@@ -81,9 +81,26 @@ report: setup
 bench: setup
 	$(PY) benchmarks/bench_env.py --out docs
 	$(PY) benchmarks/bench_demos.py --city helsinki --seconds 3600 --out docs
+	$(PY) benchmarks/bench_train.py --city helsinki --episodes 5 --repeats 2 --out docs
 
+# The documented learning results (docs/learning.md), one section per invocation; hours on 2 cores.
+# RESCO maps train with the queue reward, the OSM cities with max green enforced (docs/leed.md).
+BENCH_LEARN = $(PY) benchmarks/bench_learning.py --out docs --seeds 0,1,2 --eval-episodes 5 --jobs 2
 bench-learning: setup
-	$(PY) benchmarks/bench_learning.py --out docs
+	$(BENCH_LEARN) --cities cologne8 --episodes 100 --reward queue --runs runs/bench-learning-c8q \
+		--section "Full protocol: cologne8, reward queue" --tag c8q
+	$(BENCH_LEARN) --cities helsinki --episodes 100 --enforce-max-green --runs runs/bench-learning-helmg \
+		--section "Full protocol: helsinki, max green enforced" --tag hmg
+	$(BENCH_LEARN) --cities cologne1,cologne3,ingolstadt1,ingolstadt7,ingolstadt21 --episodes 100 --reward queue \
+		--runs runs/bench-learning-resco --section "Full protocol: other RESCO maps, reward queue" --tag resco
+	$(BENCH_LEARN) --cities helsinki --algos ippo,leed-mp --seeds 0 --episodes 20 --eval-episodes 3 \
+		--enforce-max-green --scalability --runs runs/bench-learning-scale --section "Scalability" --tag scale
+	$(PY) benchmarks/ablate_leed.py --city cologne8 --reward queue --seeds 0,1,2 --episodes 60 --jobs 2 \
+		--variants ippo,similarity,distance,annealed,constant,no-warm-start --runs runs/ablation-c8q \
+		--section "Ablation: expert-weight forms and warm start, cologne8, reward queue"
+	$(PY) benchmarks/ablate_leed.py --city helsinki --enforce-max-green --seeds 0,1,2 --episodes 60 --jobs 2 \
+		--variants similarity,distance --runs runs/ablation-helmg \
+		--section "Ablation: similarity vs distance, helsinki, max green enforced"
 
 clean-cache:
 	rm -rf networks/build scenarios/build

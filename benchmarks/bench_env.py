@@ -41,11 +41,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    CACHE_DIR, REPO_ROOT, command_line, machine_info, markdown_table, median, write_section,
+    CACHE_DIR, REPO_ROOT, command_line, machine_info, markdown_table, median, print_result, run_result,
+    write_section,
 )
 
 MODES = ("raw", "env", "sumo-rl")
-RESULT_TAG = "BENCH_RESULT "
 SECTION = "Environment throughput"
 
 # Synthetic grids: N x N four-arm junctions, 100 m blocks, one lane each way, every junction a
@@ -174,7 +174,9 @@ def worker_env(spec: dict) -> dict:
                                    name=spec["name"], time_to_teleport=spec["ttt"])
     else:
         scen = Scenario.load(spec["dir"])
-    env = LeedTrafficEnv(scen, EnvConfig(delta_time=spec["delta_time"], seconds=spec["seconds"], seed=spec["seed"]))
+    extra = {k: spec[k] for k in ("reward", "observation", "enforce_max_green") if spec.get(k)}  # default: sumo-rl's
+    env = LeedTrafficEnv(scen, EnvConfig(delta_time=spec["delta_time"], seconds=spec["seconds"], seed=spec["seed"],
+                                         **extra))
     assert env.sumo_command(spec["seed"]) == spec["sumo_cmd"], "raw and env SUMO commands differ"
     assert (env.config.yellow_time, env.config.min_green) == (spec["yellow_time"], spec["min_green"]), \
         "env phase timing differs from the one given to sumo-rl"
@@ -242,7 +244,7 @@ def worker_main(mode: str, spec_json: str) -> None:
     spec = json.loads(spec_json)
     res = WORKERS[mode](spec)
     res["peak_rss_mb"] = _rss_mb()
-    print(RESULT_TAG + json.dumps(res), flush=True)
+    print_result(res)
 
 
 def run_worker(mode: str, spec: dict, timeout: float) -> dict:
@@ -252,15 +254,7 @@ def run_worker(mode: str, spec: dict, timeout: float) -> dict:
     else:
         env.pop("LIBSUMO_AS_TRACI", None)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--spec", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT)
-    except subprocess.TimeoutExpired:
-        return {"status": f"timeout after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_TAG):
-            return {"status": "ok", **json.loads(line[len(RESULT_TAG):])}
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"status": f"failed (exit {proc.returncode}): {tail[:200]}"}
+    return run_result(cmd, timeout, env)
 
 
 # ---------------------------------------------------------------------------- report

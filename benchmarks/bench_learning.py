@@ -57,6 +57,9 @@ ALGOS: dict[str, tuple[str, str | None]] = {
     "leed-llm": ("leed", "local"),
 }
 CLASSICAL = ("fixed", "webster", "actuated", "max-pressure", "greedy")
+ENV_CLASSICAL = ("max-pressure", "greedy")
+"""Classical controllers that decide through the env, so the env's phase rules (max green) apply."""
+MAX_GREEN_SUFFIX = " (max green)"
 
 # RESCO (Ault & Sharon 2021), average delay s/veh, best training episode, SUMO 1.9.
 RESCO = {
@@ -96,8 +99,11 @@ def demos_dir(runs: Path, city: str, llm: str) -> Path:
     return runs / city / f"demos-{llm}"
 
 
-def env_options(seconds: int | None) -> dict[str, Any]:
-    return {"seconds": seconds} if seconds else {}
+def env_options(t: dict) -> dict[str, Any]:
+    """The env options of a task: episode length and, when given, reward and observation."""
+    out: dict[str, Any] = {"seconds": t["seconds"]} if t.get("seconds") else {}
+    out.update({k: t[k] for k in ("reward", "observation", "enforce_max_green") if t.get(k)})
+    return out
 
 
 def steps_per_episode(city: str, seconds: int | None) -> tuple[int, int]:
@@ -114,8 +120,9 @@ def task_demos(t: dict) -> dict:
     from leed_traffic.demos import generate_demos
 
     out = demos_dir(Path(t["runs"]), t["city"], t["llm"])
+    opts = {k: v for k, v in env_options(t).items() if k != "seconds"}
     path = generate_demos(t["city"], llm=t["llm"], rounds=t["rounds"], seconds=t["seconds"], out=out,
-                          seed=0, progress=False)
+                          seed=0, progress=False, env_options=opts)
     return {"dataset": str(path)}
 
 
@@ -149,7 +156,7 @@ def task_train(t: dict) -> dict:
                           progress=False, extra={"benchmark": "bench_learning", "name": name})
         resume = latest_checkpoint(rd) is not None
         status = "resumed" if resume else "trained"
-        train(city, cfg, rd, demos, resume=resume, env_options=env_options(t["seconds"]))
+        train(city, cfg, rd, demos, resume=resume, env_options=env_options(t))
     # evaluation of the final policy on the held-out seeds (redone if the policy changed)
     ev = rd / "bench-eval"
     stamp = ev / "done.json"
@@ -166,15 +173,26 @@ def task_train(t: dict) -> dict:
 
 
 def task_classical(t: dict) -> dict:
-    from leed_traffic.evaluate import evaluate
+    """The classical controllers as they are; with --enforce-max-green also the two that decide
+    through the env (max-pressure, greedy) under the learners' phase rules, as "<name> (max green)"."""
+    import pandas as pd
+
+    from leed_traffic.evaluate import evaluate, write_csv_atomic
 
     out = city_dir(Path(t["runs"]), t["city"]) / "classical"
     stamp = out / "done.json"
-    key = {"episodes": t["eval_episodes"], "seconds": t["seconds"], "controllers": list(CLASSICAL)}
+    ruled = {k: v for k, v in env_options(t).items() if k == "enforce_max_green"}
+    key = {"episodes": t["eval_episodes"], "seconds": t["seconds"], "controllers": list(CLASSICAL),
+           "ruled": ruled}
     if stamp.exists() and json.loads(stamp.read_text()) == key:
         return {"status": "skipped (finished)"}
-    evaluate(t["city"], CLASSICAL, episodes=t["eval_episodes"], seconds=t["seconds"], out=out,
-             progress=False)
+    df = evaluate(t["city"], CLASSICAL, episodes=t["eval_episodes"], seconds=t["seconds"], progress=False)
+    if ruled:
+        extra = evaluate(t["city"], ENV_CLASSICAL, episodes=t["eval_episodes"], seconds=t["seconds"],
+                         env_options=ruled, progress=False)
+        extra["controller"] = extra["controller"] + MAX_GREEN_SUFFIX
+        df = pd.concat([df, extra], ignore_index=True)
+    write_csv_atomic(df, out / "metrics.csv")
     stamp.write_text(json.dumps(key))
     return {"status": "evaluated"}
 
@@ -185,17 +203,21 @@ def task_envspeed(t: dict) -> dict:
     from leed_traffic.scenario import build_scenario
 
     out = city_dir(Path(t["runs"]), t["city"]) / "env_speed.json"
-    if out.exists() and json.loads(out.read_text()).get("seconds") == t["seconds"]:
+    keys = ("seconds", "reward", "observation", "enforce_max_green")
+    if out.exists() and {k: json.loads(out.read_text()).get(k) for k in keys} == {k: t.get(k) for k in keys}:
         return {"status": "skipped (finished)"}
     scen = build_scenario(t["city"])
     seconds = t["seconds"] or (scen.end - scen.begin)
     spec = bench_env.run_spec(scen, seconds, scen.eval_seeds[0], scen.delta_time)
+    spec.update({k: v for k, v in env_options(t).items() if k in ("reward", "observation", "enforce_max_green")})
     reps = [bench_env.run_worker("env", spec, timeout=1800) for _ in range(t.get("repeats", 2))]
     ok = [r for r in reps if r.get("status") == "ok"]
     if not ok:
         raise RuntimeError(f"env throughput run failed: {reps}")
     best = max(ok, key=lambda r: r["sim_s"] / r["wall_s"])  # least disturbed by other jobs
-    res = {"seconds": t["seconds"], "sim_s": best["sim_s"], "wall_s": best["wall_s"],
+    res = {"seconds": t["seconds"], "reward": t.get("reward"), "observation": t.get("observation"),
+           "enforce_max_green": t.get("enforce_max_green"),
+           "sim_s": best["sim_s"], "wall_s": best["wall_s"],
            "cpu_s": best["cpu_s"], "sim_s_per_s": best["sim_s"] / best["wall_s"],
            "n_agents": best["n_agents"], "repeats": [r.get("sim_s", 0) / r.get("wall_s", 1) for r in ok]}
     out.write_text(json.dumps(res, indent=1))
@@ -419,13 +441,18 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
 
     out: list[str] = []
     out.append(
-        f"Generated by `{cmd}` ({total_s / 60:.0f} min, failures: {len(failures)}). Machine: "
+        f"Generated by `{cmd}` ("
+        + ("tables rebuilt from the runs on disk" if args.report_only else f"{total_s / 60:.0f} min")
+        + f", failures: {len(failures)}). Machine: "
         + ", ".join(f"{k} {v}" for k, v in info.items()) + "."
     )
     out.append(
         f"Budget: {args.episodes} training episodes per run of "
         + (f"{args.seconds} s" if args.seconds else "the scenario's full length")
-        + f", {args.workers} rollout worker(s), seeds {','.join(map(str, seeds))}; final policies evaluated over "
+        + f", {args.workers} rollout worker(s), reward {args.reward or 'diff-waiting-time (the env default)'}"
+        + (f", observation {args.observation}" if args.observation else "")
+        + (", max green enforced" if args.enforce_max_green else "")
+        + f", seeds {','.join(map(str, seeds))}; final policies evaluated over "
         f"{args.eval_episodes} held-out episodes (the scenario's evaluation seeds, never used in training). "
         "Each seed's value is the mean over its evaluation episodes; ± is the std over seeds (learners) "
         "or over evaluation episodes (classical controllers, which have no training seed)."
@@ -447,7 +474,7 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
         resco = RESCO.get(city, {})
         anch = ANCHORS.get(city, {})
         if cls is not None:
-            for name in CLASSICAL:
+            for name in [*CLASSICAL, *(n + MAX_GREEN_SUFFIX for n in ENV_CLASSICAL)]:
                 d = cls[cls["controller"] == name]
                 if d.empty:
                     continue
@@ -506,7 +533,7 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
                               fmt(ratio, ".2f")])
             out.append(
                 f"Sample efficiency. Training delay = the env's running mean delay of finished trips "
-                f"(SUMO's tripinfo statistics), averaged over the episode's decisions; smoothed with a "
+                f"(SUMO's tripinfo statistics) at the episode's end; smoothed with a "
                 f"rolling mean over {crow[0].get('smooth_window', '?')} episodes (a tenth of the run, 3 to 20). "
                 f"Target = IPPO's final smoothed training delay (mean over seeds) = {target:.1f} s; "
                 "\"env steps to reach\" is the first episode end at which the smoothed curve is at or below it; "
@@ -592,6 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=100, help="training episodes per run")
     p.add_argument("--seconds", type=int, default=None, help="episode length (default: the scenario's, 1 h)")
     p.add_argument("--eval-episodes", type=int, default=5, help="held-out evaluation episodes per policy")
+    p.add_argument("--reward", default=None, help="env reward for training and demos (default: the env's)")
+    p.add_argument("--observation", default=None, help="env observation (default: the env's)")
+    p.add_argument("--enforce-max-green", action="store_true",
+                   help="force a phase change after max_green (as real controllers do; off in sumo-rl)")
     p.add_argument("--workers", type=int, default=1, help="rollout worker processes per training run")
     p.add_argument("--jobs", type=int, default=1, help="tasks (training runs, evaluations) run in parallel")
     p.add_argument("--demo-rounds", type=int, default=2, help="demonstration generation/refinement rounds")
@@ -627,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     args.runs, args.out = args.runs.resolve(), args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     base = {"runs": str(args.runs), "seconds": args.seconds, "eval_episodes": args.eval_episodes,
+            "reward": args.reward, "observation": args.observation,
+            "enforce_max_green": args.enforce_max_green,
             "workers": args.workers, "rounds": args.demo_rounds}
     scal_algos = [a for a in args.scalability_algos.split(",") if a]
     plan: list[tuple[str, list[str], int]] = [(c, algos, args.episodes) for c in cities]
@@ -640,20 +673,25 @@ def main(argv: list[str] | None = None) -> int:
         demo_tasks = [{**base, "kind": "demos", "city": c, "llm": ALGOS[a][1]}
                       for c, al, _ in plan for a in al if ALGOS[a][1]]
         demo_tasks = list({task_name(t): t for t in demo_tasks}.values())
-        results += run_tasks(demo_tasks, args.jobs, logs, args.timeout)
-        failed_demos = {(r["task"]) for r in results if not r["ok"]}
-        train_tasks = []
-        for c, al, eps in plan:
-            for a in al:
-                llm = ALGOS[a][1]
-                if llm and f"{c}-demos-{llm}" in failed_demos:
-                    continue  # its demonstrations failed; reported as a failure already
-                for s in seeds:
-                    train_tasks.append({**base, "kind": "train", "city": c, "algo": a, "seed": s,
-                                        "episodes": eps})
+
+        def trains(with_demos: bool, failed: set[str]) -> list[dict]:
+            out = []
+            for c, al, eps in plan:
+                for a in al:
+                    llm = ALGOS[a][1]
+                    if bool(llm) != with_demos or (llm and f"{c}-demos-{llm}" in failed):
+                        continue  # a failed demonstration task is reported as a failure already
+                    out += [{**base, "kind": "train", "city": c, "algo": a, "seed": s, "episodes": eps}
+                            for s in seeds]
+            return out
+
         other = [{**base, "kind": k, "city": c} for c, _, _ in plan for k in ("classical", "envspeed")]
+        # demonstrations first, beside them what does not need them (IPPO, MAPPO, classical);
+        # then the demonstration learners
+        results += run_tasks(demo_tasks + trains(False, set()) + other[0::2], args.jobs, logs, args.timeout)
+        failed_demos = {r["task"] for r in results if not r["ok"]}
+        results += run_tasks(trains(True, failed_demos), args.jobs, logs, args.timeout)
         # the env's throughput is measured alone (jobs=1) so it is not slowed by our own training
-        results += run_tasks(train_tasks + other[0::2], args.jobs, logs, args.timeout)
         results += run_tasks(other[1::2], 1, logs, args.timeout)
     failures = [r for r in results if not r["ok"]]
     rows = collect(args, cities, algos, seeds)

@@ -118,3 +118,30 @@ def write_section(doc: Path, title: str, body: str, doc_title: str = "# Benchmar
     tmp = doc.with_suffix(doc.suffix + ".tmp")
     tmp.write_text(text.rstrip() + "\n")
     tmp.replace(doc)
+
+
+RESULT_TAG = "BENCH_RESULT "
+"""Prefix of the one JSON line a benchmark worker subprocess prints as its result."""
+
+
+def print_result(res: dict) -> None:
+    """Worker side of ``run_result``: print the result line."""
+    import json
+
+    print(RESULT_TAG + json.dumps(res), flush=True)
+
+
+def run_result(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> dict:
+    """Run a worker subprocess and return its result dict with ``status`` ("ok", or why not)."""
+    import json
+
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT)
+    except subprocess.TimeoutExpired:
+        return {"status": f"timeout after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_TAG):
+            return {"status": "ok", **json.loads(line[len(RESULT_TAG):])}
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"status": f"failed (exit {proc.returncode}): {tail[:300]}"}
+

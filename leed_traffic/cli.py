@@ -160,6 +160,11 @@ def train(
     eval_episodes: int = typer.Option(3, min=0, help="Held-out evaluation episodes per controller (0: skip)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<city>-<algo>-s<seed>)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+    reward: Optional[str] = typer.Option(None, help="Reward: diff-waiting-time (default, sumo-rl's), queue or pressure."),
+    observation: Optional[str] = typer.Option(None, help="Observation: default (sumo-rl's) or pressure."),
+    enforce_max_green: bool = typer.Option(
+        True, help="Force a phase change after max green (50 s), as real controllers do. Without it (sumo-rl's "
+        "rule) an agent can hold a phase forever, which gridlocks OSM cities (docs/leed.md)."),
 ) -> None:
     """Train LEED (or a baseline), then evaluate it against the classical controllers."""
     from leed_traffic.dataset import DemoDataset
@@ -173,7 +178,19 @@ def train(
     run_dir = out or Path("runs") / f"{scenario.city}-{algo}-s{seed}"
     length = seconds or (scenario.end - scenario.begin)
     steps_per_episode = max(1, length // scenario.delta_time)
-    env_options = {"seconds": seconds} if seconds else {}
+    env_options: dict = {"seconds": seconds} if seconds else {}
+    if reward:
+        from leed_traffic.rewards import get_reward
+
+        get_reward(reward)  # unknown name -> the list
+        env_options["reward"] = reward
+    if observation:
+        from leed_traffic.observations import get_observation
+
+        get_observation(observation)
+        env_options["observation"] = observation
+    if enforce_max_green:
+        env_options["enforce_max_green"] = True
     dataset = None
     if algo in ("leed", "bc"):
         if demos_dir is None:
@@ -181,7 +198,8 @@ def train(
 
             console.print(f"[bold]demonstrations[/] ({llm}, {demo_rounds} rounds) -> {run_dir / 'demos'}")
             demos_dir = generate_demos(city, llm=llm, rounds=demo_rounds, seconds=seconds,
-                                       out=run_dir / "demos", seed=seed)
+                                       out=run_dir / "demos", seed=seed,
+                                       env_options={k: v for k, v in env_options.items() if k != "seconds"})
         try:
             dataset = DemoDataset.load(demos_dir)
         except (FileNotFoundError, ValueError) as exc:
@@ -203,14 +221,27 @@ def train(
         console.print(f"report: {html}")
 
 
+ENV_DECIDING = ("max-pressure", "greedy")
+"""Classical controllers that decide through the env (its phase rules apply to them)."""
+
+
 def _compare(city: str, run_dir: Path, episodes: int, seconds: Optional[int]) -> None:
     """Final policy vs the classical controllers on held-out seeds -> RUN/comparison.{csv,md}."""
     from leed_traffic.controllers import get_controller
     from leed_traffic.evaluate import ALL_CLASSICAL, evaluate as run_eval, summarize, write_csv_atomic
 
-    ctrls = [get_controller(n) for n in ALL_CLASSICAL] + [
-        get_controller("policy", run=run_dir, sample=True), get_controller("policy", run=run_dir, sample=False)]
-    df = run_eval(city, ctrls, episodes=episodes, seconds=seconds, out=run_dir / "evaluation")
+    import pandas as pd
+
+    policy = get_controller("policy", run=run_dir, sample=True)
+    ctrls = [get_controller(n) for n in ALL_CLASSICAL] + [policy, get_controller("policy", run=run_dir, sample=False)]
+    df = run_eval(city, ctrls, episodes=episodes, seconds=seconds)
+    if policy.env_options.get("enforce_max_green"):
+        # the controllers that decide through the env, under the same phase rule as the policy
+        ruled = run_eval(city, list(ENV_DECIDING), episodes=episodes, seconds=seconds,
+                         env_options={"enforce_max_green": True})
+        ruled["controller"] = ruled["controller"] + " (max green)"
+        df = pd.concat([df, ruled], ignore_index=True)
+    write_csv_atomic(df, run_dir / "evaluation" / "metrics.csv")
     summary = summarize(df)
     write_csv_atomic(summary, run_dir / "comparison.csv")
     lines = ["| controller | mean delay (s) | travel time (s) | throughput | teleports |", "|---|---|---|---|---|"]

@@ -83,12 +83,22 @@ def test_evaluate_writes_metrics(tmp_path):
 def test_train_ippo_then_evaluate_policy(tmp_path):
     run = tmp_path / "run"
     p = cli("train", "--city", "melbourne", "--algo", "ippo", "--episodes", "2", "--seconds", "120",
-            "--eval-episodes", "1", "--out", str(run))
+            "--eval-episodes", "1", "--reward", "queue", "--out", str(run))  # max green: on by default
     assert p.returncode == 0, p.stderr
     for f in ("config.json", "metrics.csv", "policy.pt", "comparison.csv", "comparison.md"):
         assert (run / f).exists(), f
+    import json
+
+    env_cfg = json.loads((run / "config.json").read_text())["env"]["env_config"]
+    assert env_cfg["reward"] == "queue" and env_cfg["enforce_max_green"] is True
+    from leed_traffic.controllers import get_controller
+
+    # evaluation replays the options the policy was trained under
+    opts = get_controller("policy", run=run).env_options
+    assert opts["reward"] == "queue" and opts["enforce_max_green"] is True
     comp = pd.read_csv(run / "comparison.csv")
-    assert set(comp.controller) == {"fixed", "webster", "actuated", "max-pressure", "greedy", "ippo", "ippo-argmax"}
+    assert set(comp.controller) == {"fixed", "webster", "actuated", "max-pressure", "greedy", "ippo", "ippo-argmax",
+                                    "max-pressure (max green)", "greedy (max green)"}
     # the trained policy plugs into evaluate
     p = cli("evaluate", "--city", "melbourne", "--controller", "policy", "--run", str(run), "--seconds", "120",
             "--out", str(tmp_path / "ev"))
@@ -101,6 +111,8 @@ def test_train_ippo_then_evaluate_policy(tmp_path):
     # a run from one city is refused on another
     assert_user_error(cli("evaluate", "--city", "paris", "--controller", "policy", "--run", str(run),
                           "--seconds", "60"), "trained on melbourne")
+    assert_user_error(cli("train", "--city", "melbourne", "--algo", "ippo", "--reward", "bogus",
+                          "--out", str(tmp_path / "bad")), "Unknown reward 'bogus'")
     # an existing run is not silently overwritten or restarted
     assert_user_error(cli("train", "--city", "melbourne", "--algo", "ippo", "--episodes", "2", "--seconds", "120",
                           "--eval-episodes", "0", "--out", str(run)), "resume")
