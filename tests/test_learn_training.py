@@ -80,6 +80,22 @@ def test_demos_required_and_checked(tmp_path: Path) -> None:
               demos=demos, env_factory=FakeFactory())
 
 
+def test_empty_demonstrations_train_as_ippo(tmp_path: Path, caplog) -> None:
+    """A weak demonstrator may leave nothing that beat fixed time: LEED then is IPPO, not a crash."""
+    from leed_traffic.dataset import DemoDataset
+
+    cfg = dict(total_env_steps=40, seed=3, **FAST)
+    with caplog.at_level("WARNING"):
+        train("fakecity", TrainConfig(algo="leed", **cfg), tmp_path / "leed", demos=DemoDataset(agents={}),
+              env_factory=FakeFactory())
+    assert "demonstrations are empty" in caplog.text
+    train("fakecity", TrainConfig(algo="ippo", **cfg), tmp_path / "ippo", env_factory=FakeFactory())
+    rows = {k: list(csv.DictReader(open(tmp_path / k / "updates.csv"))) for k in ("leed", "ippo")}
+    assert [float(r["expert_weight"]) for r in rows["leed"]] == [0.0] * len(rows["leed"])
+    # same seed, no imitation: the same losses as IPPO
+    assert [r["pg_loss"] for r in rows["leed"]] == [r["pg_loss"] for r in rows["ippo"]]
+
+
 def test_bc_warm_start_imitates_before_any_rollout(tmp_path: Path) -> None:
     """With the warm start alone (one tiny rollout budget) the policy already follows the expert."""
     cfg = TrainConfig(algo="leed", total_env_steps=20, bc_pretrain_steps=300, **FAST)

@@ -232,6 +232,13 @@ class Trainer:
         if self.demos is None:
             return {}
         cfg, out = self.cfg, {}
+        if not any(len(d) for d in self.demos.agents.values()):
+            # a weak demonstrator whose trajectories never beat fixed time leaves nothing to
+            # imitate: that is a result, not an error (LEED then trains exactly as IPPO)
+            log.warning("the demonstrations are empty (no intersection's demonstrations were kept: "
+                        "none beat fixed time); training without imitation, i.e. as IPPO. Use a "
+                        "stronger demonstrator (--llm claude, max-pressure) to give LEED something to learn from")
+            return {}
         missing = [a for a in self.agents if a not in self.demos.agents]
         if missing and len(missing) == len(self.agents):
             raise ValueError(
