@@ -81,7 +81,7 @@ report: setup
 bench: setup
 	$(PY) benchmarks/bench_env.py --out docs
 	$(PY) benchmarks/bench_demos.py --city helsinki --seconds 3600 --out docs
-	$(PY) benchmarks/bench_train.py --city helsinki --episodes 5 --repeats 2 --out docs
+	$(PY) benchmarks/bench_train.py --city helsinki --episodes 10 --repeats 2 --out docs
 
 # The documented learning results (docs/learning.md), one section per invocation; hours on 2 cores.
 # RESCO maps train with the queue reward, the OSM cities with max green enforced (docs/leed.md).
