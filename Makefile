@@ -91,10 +91,12 @@ bench-learning: setup
 		--section "Full protocol: cologne8, reward queue" --tag c8q
 	$(BENCH_LEARN) --cities helsinki --episodes 100 --enforce-max-green --runs runs/bench-learning-helmg \
 		--section "Full protocol: helsinki, max green enforced" --tag hmg
-	$(BENCH_LEARN) --cities cologne1,cologne3,ingolstadt1,ingolstadt7,ingolstadt21 --episodes 100 --reward queue \
+	$(BENCH_LEARN) --cities cologne1,cologne3,ingolstadt1,ingolstadt7 --episodes 100 --reward queue \
 		--runs runs/bench-learning-resco --section "Full protocol: other RESCO maps, reward queue" --tag resco
-	$(BENCH_LEARN) --cities helsinki --algos ippo,leed-mp --seeds 0 --episodes 20 --eval-episodes 3 \
-		--enforce-max-green --scalability --runs runs/bench-learning-scale --section "Scalability" --tag scale
+	$(BENCH_LEARN) --cities ingolstadt21 --algos ippo,leed-mp --episodes 50 --reward queue \
+		--runs runs/bench-learning-i21 --section "Full protocol: ingolstadt21, 50 episodes, reward queue" --tag i21
+	$(BENCH_LEARN) --cities helsinki --algos leed-mp --seeds 0 --episodes 10 --eval-episodes 3 --enforce-max-green \
+		--scalability --scalability-algos leed-mp --runs runs/bench-learning-scale --section "Scalability" --tag scale
 	$(PY) benchmarks/ablate_leed.py --city cologne8 --reward queue --seeds 0,1,2 --episodes 60 --jobs 2 \
 		--variants ippo,similarity,distance,annealed,constant,no-warm-start --runs runs/ablation-c8q \
 		--section "Ablation: expert-weight forms and warm start, cologne8, reward queue"
