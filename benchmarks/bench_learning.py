@@ -57,9 +57,6 @@ ALGOS: dict[str, tuple[str, str | None]] = {
     "leed-llm": ("leed", "local"),
 }
 CLASSICAL = ("fixed", "webster", "actuated", "max-pressure", "greedy")
-ENV_CLASSICAL = ("max-pressure", "greedy")
-"""Classical controllers that decide through the env, so the env's phase rules (max green) apply."""
-MAX_GREEN_SUFFIX = " (max green)"
 
 # RESCO (Ault & Sharon 2021), average delay s/veh, best training episode, SUMO 1.9.
 RESCO = {
@@ -177,7 +174,7 @@ def task_classical(t: dict) -> dict:
     through the env (max-pressure, greedy) under the learners' phase rules, as "<name> (max green)"."""
     import pandas as pd
 
-    from leed_traffic.evaluate import evaluate, write_csv_atomic
+    from leed_traffic.evaluate import evaluate, evaluate_max_green, write_csv_atomic
 
     out = city_dir(Path(t["runs"]), t["city"]) / "classical"
     stamp = out / "done.json"
@@ -197,10 +194,8 @@ def task_classical(t: dict) -> dict:
             failed.append(f"{name}: {exc}")
     df = pd.concat(frames, ignore_index=True)
     if ruled:
-        extra = evaluate(t["city"], ENV_CLASSICAL, episodes=t["eval_episodes"], seconds=t["seconds"],
-                         env_options=ruled, progress=False)
-        extra["controller"] = extra["controller"] + MAX_GREEN_SUFFIX
-        df = pd.concat([df, extra], ignore_index=True)
+        df = pd.concat([df, evaluate_max_green(t["city"], episodes=t["eval_episodes"], seconds=t["seconds"])],
+                       ignore_index=True)
     write_csv_atomic(df, out / "metrics.csv")
     if failed:
         raise RuntimeError("classical controller(s) failed: " + "; ".join(failed))
@@ -485,7 +480,9 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
         resco = RESCO.get(city, {})
         anch = ANCHORS.get(city, {})
         if cls is not None:
-            for name in [*CLASSICAL, *(n + MAX_GREEN_SUFFIX for n in ENV_CLASSICAL)]:
+            from leed_traffic.evaluate import ENV_DECIDING, MAX_GREEN_SUFFIX
+
+            for name in [*CLASSICAL, *(n + MAX_GREEN_SUFFIX for n in ENV_DECIDING)]:
                 d = cls[cls["controller"] == name]
                 if d.empty:
                     continue

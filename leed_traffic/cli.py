@@ -221,14 +221,10 @@ def train(
         console.print(f"report: {html}")
 
 
-ENV_DECIDING = ("max-pressure", "greedy")
-"""Classical controllers that decide through the env (its phase rules apply to them)."""
-
-
 def _compare(city: str, run_dir: Path, episodes: int, seconds: Optional[int]) -> None:
     """Final policy vs the classical controllers on held-out seeds -> RUN/comparison.{csv,md}."""
     from leed_traffic.controllers import get_controller
-    from leed_traffic.evaluate import ALL_CLASSICAL, evaluate as run_eval, summarize, write_csv_atomic
+    from leed_traffic.evaluate import ALL_CLASSICAL, evaluate as run_eval, evaluate_max_green, summarize, write_csv_atomic
 
     import pandas as pd
 
@@ -237,10 +233,7 @@ def _compare(city: str, run_dir: Path, episodes: int, seconds: Optional[int]) ->
     df = run_eval(city, ctrls, episodes=episodes, seconds=seconds)
     if policy.env_options.get("enforce_max_green"):
         # the controllers that decide through the env, under the same phase rule as the policy
-        ruled = run_eval(city, list(ENV_DECIDING), episodes=episodes, seconds=seconds,
-                         env_options={"enforce_max_green": True})
-        ruled["controller"] = ruled["controller"] + " (max green)"
-        df = pd.concat([df, ruled], ignore_index=True)
+        df = pd.concat([df, evaluate_max_green(city, episodes=episodes, seconds=seconds)], ignore_index=True)
     write_csv_atomic(df, run_dir / "evaluation" / "metrics.csv")
     summary = summarize(df)
     write_csv_atomic(summary, run_dir / "comparison.csv")

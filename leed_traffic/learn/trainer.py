@@ -456,7 +456,7 @@ class Trainer:
                     finished[w] = True
                     self.obs[w] = self._reset_worker(w)
                 else:
-                    self.obs[w] = next_obs[w]
+                    self.obs[w] = {a: np.asarray(next_obs[w][a], np.float32).reshape(-1) for a in agents}
             self.progress.advance(self.task, W)
             if cfg.rollout_steps > 0 and len(buf) >= cfg.rollout_steps:
                 break
