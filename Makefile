@@ -12,11 +12,11 @@ RUN ?= runs/$(CITY)-leed-s0
 LLM ?= auto
 ROUNDS ?= 3
 
-.PHONY: setup system-deps test test-slow build evaluate train demos export gui snapshot report bench bench-learning clean-cache help
+.PHONY: setup system-deps test build evaluate train demos export gui snapshot report bench bench-learning clean-cache help
 
 help:
 	@echo "make setup                 install system libraries, the virtualenv and the package"
-	@echo "make test                  run the test suite (excludes tests marked slow)"
+	@echo "make test                  run the test suite (what CI runs)"
 	@echo "make train CITY=...        LEED: demonstrations, training, evaluation, report (RUN=runs/CITY-leed-s0)"
 	@echo "make demos CITY=... LLM=   expert demonstrations (auto, claude, openai, local, max-pressure, longest-queue)"
 	@echo "make export CITY=...       signal plans + ONNX policies of RUN"
@@ -50,9 +50,6 @@ $(STAMP): pyproject.toml | system-deps
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q -p no:cacheprovider
-
-test-slow: setup
-	$(PY) -m pytest -m slow -q -p no:cacheprovider
 
 build: setup
 	$(VENV)/bin/leed-traffic build --city $(CITY)
@@ -104,5 +101,6 @@ bench-learning: setup
 		--variants similarity,distance --runs runs/ablation-helmg \
 		--section "Ablation: similarity vs distance, helsinki, max green enforced"
 
+# built networks, scenarios and cached LLM answers (the user cache directory, or $LEED_TRAFFIC_CACHE)
 clean-cache:
-	rm -rf networks/build scenarios/build
+	$(PY) -c "import shutil; from leed_traffic.paths import cache_dir; d = cache_dir(); shutil.rmtree(d, ignore_errors=True); print('removed', d)"

@@ -20,7 +20,6 @@ import argparse
 import json
 import multiprocessing as mp
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -29,95 +28,84 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-# name -> (algo, demonstrator or None, TrainConfig overrides, env options)
-VARIANTS: dict[str, tuple[str, str | None, dict[str, Any], dict[str, Any]]] = {
-    "ippo": ("ippo", None, {}, {}),
-    "similarity": ("leed", "max-pressure", {"expert_weight_mode": "similarity"}, {}),
-    "distance": ("leed", "max-pressure", {"expert_weight_mode": "distance"}, {}),
-    "annealed": ("leed", "max-pressure", {"expert_weight_mode": "annealed"}, {}),
-    "constant": ("leed", "max-pressure", {"expert_weight_mode": "constant"}, {}),
-    "similarity-no-decay": ("leed", "max-pressure", {"expert_return_decay": False}, {}),
-    "no-warm-start": ("leed", "max-pressure", {"bc_pretrain_steps": 0}, {}),
-    "reled": ("leed", "max-pressure", {"reled": True}, {}),
-    "ent0": ("leed", "max-pressure", {"ent_coef": 0.0}, {}),
-    "ippo-queue": ("ippo", None, {}, {"reward": "queue"}),
-    "leed-queue": ("leed", "max-pressure", {}, {"reward": "queue"}),
-    "leed-queue-ent0": ("leed", "max-pressure", {"ent_coef": 0.0}, {"reward": "queue"}),
-    "ippo-queue-ent0": ("ippo", None, {"ent_coef": 0.0}, {"reward": "queue"}),
-    "leed-pressure-obs": ("leed", "max-pressure", {}, {"observation": "pressure"}),
-    "ippo-maxgreen": ("ippo", None, {}, {"enforce_max_green": True}),
-    "leed-maxgreen": ("leed", "max-pressure", {}, {"enforce_max_green": True}),
+# name -> settings (SECTION.FIELD = value) over the benchmark defaults (common.benchmark_config)
+MP = {"train.algo": "leed", "demos.llm": "max-pressure"}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "ippo": {"train.algo": "ippo"},
+    "similarity": {**MP, "train.expert_weight_mode": "similarity"},
+    "distance": {**MP, "train.expert_weight_mode": "distance"},
+    "annealed": {**MP, "train.expert_weight_mode": "annealed"},
+    "constant": {**MP, "train.expert_weight_mode": "constant"},
+    "similarity-no-decay": {**MP, "train.expert_return_decay": False},
+    "no-warm-start": {**MP, "train.bc_pretrain_steps": 0},
+    "reled": {**MP, "train.algo": "reled"},
+    "ent0": {**MP, "train.ent_coef": 0.0},
+    "ippo-queue": {"train.algo": "ippo", "env.reward": "queue"},
+    "leed-queue": {**MP, "env.reward": "queue"},
+    "leed-queue-ent0": {**MP, "train.ent_coef": 0.0, "env.reward": "queue"},
+    "ippo-queue-ent0": {"train.algo": "ippo", "train.ent_coef": 0.0, "env.reward": "queue"},
+    "leed-pressure-obs": {**MP, "env.observation": "pressure"},
+    "ippo-maxgreen": {"train.algo": "ippo", "env.enforce_max_green": True},
+    "leed-maxgreen": {**MP, "env.enforce_max_green": True},
 }
 
 
-def _demos_key(llm: str, env: dict[str, Any]) -> str:
-    return llm + "".join(f"-{k}={v}" for k, v in sorted(env.items()))
+def experiment(task: dict[str, Any]):
+    """The variant's ExperimentConfig: the command line's env options, then the variant's settings."""
+    cfg = common.benchmark_config(task["city"], eval_episodes=task["eval_episodes"], reward=task.get("reward"),
+                                  enforce_max_green=task.get("enforce_max_green", False),
+                                  rounds=task["demo_rounds"], seed=int(task["seed"]),
+                                  settings=VARIANTS[task["variant"]])
+    cfg.eval.controllers = ()
+    cfg.train.episodes = task["episodes"]
+    cfg.train.extra = {"benchmark": "ablate_leed", "variant": task["variant"]}
+    return cfg
 
 
-def variant(task: dict[str, Any]) -> tuple[str, str | None, dict[str, Any], dict[str, Any]]:
-    """(algo, demonstrator, TrainConfig overrides, env options): the variant's own env options over
-    the command line's (--reward, --enforce-max-green), which apply to every variant."""
-    algo, llm, over, env = VARIANTS[task["variant"]]
-    return algo, llm, over, {**task.get("env", {}), **env}
+def _demos_key(cfg) -> str:
+    env = {k: v for k, v in cfg.env.options().items() if k != "seconds"}
+    return cfg.demos.llm + "".join(f"-{k}={v}" for k, v in sorted(env.items()))
 
 
 def make_demos(task: dict[str, Any]) -> Path:
     """The variant's demonstrations (shared by every variant with the same demonstrator and env)."""
-    from leed_traffic.demos import generate_demos
+    from leed_traffic.pipeline import demonstrations, scenario_of
 
-    _algo, llm, _over, env = variant(task)
-    ddir = Path(task["runs"]) / task["city"] / f"demos-{_demos_key(llm, env)}"
-    if not (ddir / "dataset").exists():
-        generate_demos(task["city"], llm=llm, rounds=task["demo_rounds"], out=ddir, seed=0, progress=False,
-                       env_options=dict(env))
+    cfg = experiment({**task, "seed": 0})
+    ddir = Path(task["runs"]) / task["city"] / f"demos-{_demos_key(cfg)}"
+    demonstrations(cfg, scenario_of(cfg), ddir, say=print, progress=False)
     return ddir / "dataset"
 
 
+def uses_demos(task: dict[str, Any]) -> bool:
+    from leed_traffic.learn.algos import get_algorithm
+
+    return get_algorithm(experiment(task).train.algo).uses_demos
+
+
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
-    """Train (or resume) one variant/seed, evaluate its final policy; returns a result row."""
+    """Train (or resume) one variant/seed and evaluate its final policy (``pipeline.run_experiment``)."""
     import pandas as pd
-    import torch
 
-    from leed_traffic.controllers import get_controller
-    from leed_traffic.dataset import DemoDataset
-    from leed_traffic.evaluate import evaluate
-    from leed_traffic.learn import TrainConfig, train
-    from leed_traffic.learn.checkpoint import latest_checkpoint
-    from leed_traffic.scenario import build_scenario
+    from leed_traffic.pipeline import run_experiment
 
-    algo, llm, over, env = variant(task)
-    runs, city, seed = Path(task["runs"]), task["city"], int(task["seed"])
-    rd = runs / city / f"{task['variant']}-s{seed}"
-    scen = build_scenario(city)
-    budget = task["episodes"] * ((scen.end - scen.begin) // scen.delta_time)
-    demos = DemoDataset.load(make_demos(task)) if llm else None
-    pol = rd / "policy.pt"
-    t0 = time.time()
-    done = pol.exists() and int(torch.load(pol, map_location="cpu", weights_only=True)["env_steps"]) >= budget
-    if not done:
-        cfg = TrainConfig(algo=algo, total_env_steps=budget, seed=seed, progress=False,
-                          extra={"benchmark": "ablate_leed", "variant": task["variant"]}, **over)
-        train(city, cfg, rd, demos, resume=latest_checkpoint(rd) is not None, env_options=dict(env))
-    train_s = time.time() - t0
-    ev = rd / "ablation-eval"
-    key = {"episodes": task["eval_episodes"], "policy_mtime": pol.stat().st_mtime}
-    stamp = ev / "done.json"
-    if not (stamp.exists() and json.loads(stamp.read_text()) == key):
-        ctrls = [get_controller("policy", run=rd, sample=True), get_controller("policy", run=rd, sample=False)]
-        evaluate(city, ctrls, episodes=task["eval_episodes"], out=ev, progress=False)
-        stamp.write_text(json.dumps(key))
-    df = pd.read_csv(ev / "metrics.csv")
+    cfg = experiment(task)
+    if uses_demos(task):
+        cfg.demos.path = str(make_demos(task))
+    rd = Path(task["runs"]) / task["city"] / f"{task['variant']}-s{task['seed']}"
+    res = run_experiment(cfg, rd, resume=None, progress=False)
+    df = res.evaluation
     sampled = df[~df["controller"].str.endswith("-argmax")]
     argmax = df[df["controller"].str.endswith("-argmax")]
-    m = pd.read_csv(rd / "metrics.csv")
+    m = pd.read_csv(res.run.metrics_path)
     tail = max(1, len(m) // 10)
     return {
-        "variant": task["variant"], "seed": seed, "episodes": task["episodes"],
+        "variant": task["variant"], "seed": task["seed"], "episodes": task["episodes"],
         "delay": float(sampled["mean_delay"].mean()), "delay_argmax": float(argmax["mean_delay"].mean()),
         "never_inserted": float(sampled["never_inserted"].mean()),
         "final_train_delay": float(m["mean_delay"].tail(tail).mean()),
         "final_expert_weight": float(m["expert_weight"].tail(tail).mean()),
-        "train_wall_s": round(train_s, 1),
+        "train_wall_s": round(res.wall_s.get("train", 0.0), 1),
     }
 
 
@@ -154,8 +142,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, env: dict[str, 
         if not len(d):
             table.append([v, "failed", "", "", "", "", "0"])
             continue
-        algo, llm, over, env = VARIANTS[v]
-        what = ", ".join([algo] + ([f"demos {llm}"] if llm else []) + [f"{k}={x}" for k, x in {**over, **env}.items()])
+        what = ", ".join(f"{k}={x}" for k, x in VARIANTS[v].items())
         table.append([
             v, what,
             f"{d['delay'].mean():.1f} ± {d['delay'].std(ddof=0):.1f}",
@@ -192,14 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     env = {**({"reward": args.reward} if args.reward else {}),
            **({"enforce_max_green": True} if args.enforce_max_green else {})}
     tasks = [{"variant": v, "seed": s, "city": args.city, "episodes": args.episodes, "runs": args.runs,
-              "eval_episodes": args.eval_episodes, "demo_rounds": args.demo_rounds, "env": env}
+              "eval_episodes": args.eval_episodes, "demo_rounds": args.demo_rounds, **env}
              for s in seeds for v in args.variants.split(",")]
     # demonstrations are shared between variants: make each dataset once before the parallel runs
     first: dict[str, dict] = {}
     for t in tasks:
-        algo, llm, _o, env = variant(t)
-        if llm:
-            first.setdefault(_demos_key(llm, env), t)
+        if uses_demos(t):
+            first.setdefault(_demos_key(experiment(t)), t)
     ctx = mp.get_context("spawn")
     rows: list[dict[str, Any]] = []
     with ctx.Pool(args.jobs, maxtasksperchild=1) as pool:

@@ -231,8 +231,10 @@ def worker_main(spec: dict) -> dict:
     else:
         from leed_traffic.demos import generate_demos
 
+        # a private answer cache per run (not the shared user cache), so "cold" really is cold
         generate_demos(spec["city"], llm=spec["llm"], rounds=1, seconds=spec["seconds"], out=out,
-                       seed=spec["seed"], progress=False, llm_options=spec.get("llm_options") or {})
+                       seed=spec["seed"], progress=False, llm_options=spec.get("llm_options") or {},
+                       cache=out / "answers.sqlite")
         m = json.loads((out / "rounds" / "round_0.json").read_text())
         with np.load(out / "rounds" / "round_0.npz") as z:
             steps = max(len(z[k]) for k in z.files if k.endswith("/actions"))

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO_ROOT, command_line, machine_info, markdown_table, write_section  # noqa: E402
+from common import REPO_ROOT, benchmark_config, command_line, machine_info, markdown_table, write_section  # noqa: E402
 
 SECTION = "Results"
 DOC_TITLE = "# Learning results"
@@ -56,7 +56,6 @@ ALGOS: dict[str, tuple[str, str | None]] = {
     "leed-mp": ("leed", "max-pressure"),
     "leed-llm": ("leed", "local"),
 }
-CLASSICAL = ("fixed", "webster", "actuated", "max-pressure", "greedy")
 
 # RESCO (Ault & Sharon 2021), average delay s/veh, best training episode, SUMO 1.9.
 RESCO = {
@@ -96,111 +95,80 @@ def demos_dir(runs: Path, city: str, llm: str) -> Path:
     return runs / city / f"demos-{llm}"
 
 
+def experiment(t: dict):
+    """The task's ExperimentConfig (``common.benchmark_config``)."""
+    return benchmark_config(t["city"], eval_episodes=t["eval_episodes"], seconds=t.get("seconds"),
+                            reward=t.get("reward"), observation=t.get("observation"),
+                            enforce_max_green=bool(t.get("enforce_max_green")), rounds=t.get("rounds", 2),
+                            workers=t.get("workers", 1), seed=int(t.get("seed", 0)))
+
+
 def env_options(t: dict) -> dict[str, Any]:
-    """The env options of a task: episode length and, when given, reward and observation."""
-    out: dict[str, Any] = {"seconds": t["seconds"]} if t.get("seconds") else {}
-    out.update({k: t[k] for k in ("reward", "observation", "enforce_max_green") if t.get(k)})
-    return out
+    """The env options of a task (for the env-throughput measurement)."""
+    return experiment(t).env.options()
 
 
 def steps_per_episode(city: str, seconds: int | None) -> tuple[int, int]:
     """(decision steps per episode, delta_time) of a city's scenario."""
-    from leed_traffic.scenario import build_scenario
+    from leed_traffic.pipeline import decisions_per_episode, scenario_of
 
-    scen = build_scenario(city)
-    length = seconds or (scen.end - scen.begin)
-    return max(1, length // scen.delta_time), scen.delta_time
+    cfg = experiment({"city": city, "seconds": seconds, "eval_episodes": 0})
+    scen = scenario_of(cfg)
+    return decisions_per_episode(scen, cfg), cfg.env.delta_time or scen.delta_time
 
 
 # ---------------------------------------------------------------------------- tasks (subprocess)
 def task_demos(t: dict) -> dict:
-    from leed_traffic.demos import generate_demos
+    from leed_traffic.pipeline import demonstrations, scenario_of
 
+    cfg = experiment({**t, "seed": 0})
+    cfg.demos.llm, cfg.train.algo = t["llm"], "leed"
     out = demos_dir(Path(t["runs"]), t["city"], t["llm"])
-    opts = {k: v for k, v in env_options(t).items() if k != "seconds"}
-    path = generate_demos(t["city"], llm=t["llm"], rounds=t["rounds"], seconds=t["seconds"], out=out,
-                          seed=0, progress=False, env_options=opts)
-    return {"dataset": str(path)}
-
-
-def _final_env_steps(rd: Path) -> int | None:
-    import torch
-
-    p = rd / "policy.pt"
-    if not p.exists():
-        return None
-    return int(torch.load(p, map_location="cpu", weights_only=True)["env_steps"])
+    demonstrations(cfg, scenario_of(cfg), out, say=print, progress=False)
+    return {"dataset": str(out / "dataset")}
 
 
 def task_train(t: dict) -> dict:
-    """Train one (city, algo, seed) to its budget (resuming), then evaluate the final policy."""
-    from leed_traffic.controllers import get_controller
-    from leed_traffic.dataset import DemoDataset
-    from leed_traffic.evaluate import evaluate
-    from leed_traffic.learn import TrainConfig, train
-    from leed_traffic.learn.checkpoint import latest_checkpoint
+    """Train one (city, algo, seed) to its budget (resuming), then evaluate the final policy on the
+    held-out seeds, sampled and argmax (``leed_traffic.pipeline.run_experiment``)."""
+    from leed_traffic.pipeline import final_env_steps, run_experiment
 
     runs, city, name, seed = Path(t["runs"]), t["city"], t["algo"], int(t["seed"])
     algo, llm = ALGOS[name]
-    rd = run_dir(runs, city, name, seed)
-    spe, _dt = steps_per_episode(city, t["seconds"])
-    budget = t["episodes"] * spe
-    done = _final_env_steps(rd)
-    status = "skipped (finished)"
-    if done is None or done < budget:
-        demos = DemoDataset.load(demos_dir(runs, city, llm) / "dataset") if llm else None
-        cfg = TrainConfig(algo=algo, total_env_steps=budget, n_workers=t["workers"], seed=seed,
-                          progress=False, extra={"benchmark": "bench_learning", "name": name})
-        resume = latest_checkpoint(rd) is not None
-        status = "resumed" if resume else "trained"
-        train(city, cfg, rd, demos, resume=resume, env_options=env_options(t))
-    # evaluation of the final policy on the held-out seeds (redone if the policy changed)
-    ev = rd / "bench-eval"
-    stamp = ev / "done.json"
-    final = _final_env_steps(rd)
-    key = {"env_steps": final, "episodes": t["eval_episodes"], "seconds": t["seconds"],
-           "modes": ["sampled", "argmax"]}
-    if not (stamp.exists() and json.loads(stamp.read_text()) == key):
-        # the package's two readings of a policy: sampled (seeded per episode; the default and
-        # the headline) and argmax (rows named "<algo>-argmax")
-        ctrls = [get_controller("policy", run=rd, sample=True), get_controller("policy", run=rd, sample=False)]
-        evaluate(city, ctrls, episodes=t["eval_episodes"], seconds=t["seconds"], out=ev, progress=False)
-        stamp.write_text(json.dumps(key))
-    return {"status": status, "env_steps": final}
+    cfg = experiment(t)
+    cfg.train.algo, cfg.train.episodes = algo, t["episodes"]
+    cfg.train.extra = {"benchmark": "bench_learning", "name": name}
+    if llm:
+        cfg.demos.llm, cfg.demos.path = llm, str(demos_dir(runs, city, llm) / "dataset")
+    cfg.eval.controllers = ()  # the classical controllers are evaluated once per city (task_classical)
+    res = run_experiment(cfg, run_dir(runs, city, name, seed), resume=None, progress=False)
+    return {"status": res.trained, "env_steps": final_env_steps(res.run)}
 
 
 def task_classical(t: dict) -> dict:
     """The classical controllers as they are; with --enforce-max-green also the two that decide
-    through the env (max-pressure, greedy) under the learners' phase rules, as "<name> (max green)"."""
+    through the env (max-pressure, greedy) under the learners' phase rules, as "<name> (max green)".
+    A controller that cannot run on a map is reported (``failed``) and its rows left out."""
     import pandas as pd
 
-    from leed_traffic.evaluate import evaluate, evaluate_max_green, write_csv_atomic
+    from leed_traffic.fileio import atomic_write, atomic_write_json
+    from leed_traffic.pipeline import evaluate_classical, resolve, scenario_of
 
+    cfg = experiment(t)
+    scenario = scenario_of(cfg)
+    resolve(cfg, scenario)
     out = city_dir(Path(t["runs"]), t["city"]) / "classical"
     stamp = out / "done.json"
-    ruled = {k: v for k, v in env_options(t).items() if k == "enforce_max_green"}
-    key = {"episodes": t["eval_episodes"], "seconds": t["seconds"], "controllers": list(CLASSICAL),
-           "ruled": ruled}
-    if stamp.exists() and json.loads(stamp.read_text()) == key:
+    key = {"seeds": list(cfg.eval.seeds), "seconds": cfg.env.seconds, "controllers": list(cfg.eval.controllers),
+           "ruled": cfg.env.enforce_max_green}
+    if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
         return {"status": "skipped (finished)"}
-    # one controller at a time: a controller that cannot run on a map (SUMO's tlsCycleAdaptation
-    # crashes on ingolstadt21, ../shared/ANCHORS.md) fails the task but not the others' rows
-    frames, failed = [], []
-    for name in CLASSICAL:
-        try:
-            frames.append(evaluate(t["city"], [name], episodes=t["eval_episodes"], seconds=t["seconds"],
-                                   progress=False))
-        except Exception as exc:  # noqa: BLE001 - reported below and by the exit status
-            failed.append(f"{name}: {exc}")
-    df = pd.concat(frames, ignore_index=True)
-    if ruled:
-        df = pd.concat([df, evaluate_max_green(t["city"], episodes=t["eval_episodes"], seconds=t["seconds"])],
-                       ignore_index=True)
-    write_csv_atomic(df, out / "metrics.csv")
-    if failed:
-        raise RuntimeError("classical controller(s) failed: " + "; ".join(failed))
-    stamp.write_text(json.dumps(key))
-    return {"status": "evaluated"}
+    plain, ruled, failed = evaluate_classical(cfg, scenario)
+    df = pd.concat(plain + ruled, ignore_index=True)
+    atomic_write(out / "metrics.csv", lambda p: df.to_csv(p, index=False))
+    atomic_write_json(stamp, {"key": key, "failed": failed})
+    return {"status": "evaluated" + (f" ({len(failed)} controller(s) could not run: {', '.join(failed)})"
+                                     if failed else ""), "failed": failed}
 
 
 def task_envspeed(t: dict) -> dict:
@@ -346,10 +314,10 @@ def collect(args, cities: list[str], algos: list[str], seeds: list[int]) -> list
                 rd = run_dir(args.runs, city, name, seed)
                 row: dict[str, Any] = {"city": city, "algo": name, "seed": seed, "run": str(rd),
                                        "delta_time": dt, "steps_per_episode": spe}
-                ev = eval_value(rd / "bench-eval" / "metrics.csv")
+                ev = eval_value(rd / "evaluation" / "metrics.csv")
                 if ev:
                     row.update({f"eval_{k}": v for k, v in ev.items()})
-                ev = eval_value(rd / "bench-eval" / "metrics.csv", argmax=True)
+                ev = eval_value(rd / "evaluation" / "metrics.csv", argmax=True)
                 if ev:
                     row.update({f"evala_{k}": v for k, v in ev.items()})
                 curve = load_curve(rd)
@@ -480,9 +448,9 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
         resco = RESCO.get(city, {})
         anch = ANCHORS.get(city, {})
         if cls is not None:
-            from leed_traffic.evaluate import ENV_DECIDING, MAX_GREEN_SUFFIX
+            from leed_traffic.evaluate import ALL_CLASSICAL, ENV_DECIDING, MAX_GREEN_SUFFIX
 
-            for name in [*CLASSICAL, *(n + MAX_GREEN_SUFFIX for n in ENV_DECIDING)]:
+            for name in [*ALL_CLASSICAL, *(n + MAX_GREEN_SUFFIX for n in ENV_DECIDING)]:
                 d = cls[cls["controller"] == name]
                 if d.empty:
                     continue

@@ -44,38 +44,47 @@ GOAL = 0.5
 ALGOS = ("ippo", "leed")
 
 
+def experiment(city: str, algo: str = "leed", episodes: int = 1, demos: str | None = None):
+    """The benchmark's ExperimentConfig: sumo-rl's phase rule, no evaluation, no report."""
+    from common import benchmark_config
+
+    cfg = benchmark_config(city, eval_episodes=0, rounds=1,
+                           settings={"train.algo": algo, "train.episodes": episodes, "demos.llm": "max-pressure"})
+    if demos:
+        cfg.demos.path = demos
+    return cfg
+
+
 def demos_for(city: str) -> Path:
     """Max-pressure demonstrations for ``city`` (one round), generated once into the cache."""
-    from leed_traffic.demos import generate_demos
+    from leed_traffic.pipeline import demonstrations, scenario_of
 
+    cfg = experiment(city)
     out = CACHE_DIR / f"demos-{city}-max-pressure"
-    if not (out / "dataset").exists():
-        generate_demos(city, llm="max-pressure", rounds=1, out=out, seed=0, progress=False)
+    demonstrations(cfg, scenario_of(cfg), out, say=print, progress=False)
     return out / "dataset"
 
 
 def worker_train(spec: dict) -> dict:
+    """One training run through the pipeline; the time measured is its training stage alone."""
     import pandas as pd
 
-    from leed_traffic.dataset import DemoDataset
-    from leed_traffic.learn import TrainConfig, train
-    from leed_traffic.scenario import build_scenario
+    from leed_traffic.pipeline import decisions_per_episode, run_experiment
 
-    scen = build_scenario(spec["city"])
-    steps = spec["episodes"] * ((scen.end - scen.begin) // scen.delta_time)
-    demos = DemoDataset.load(spec["demos"]) if spec["algo"] == "leed" else None
-    cfg = TrainConfig(algo=spec["algo"], total_env_steps=steps, seed=0, progress=False)
+    cfg = experiment(spec["city"], spec["algo"], spec["episodes"], spec["demos"])
     with tempfile.TemporaryDirectory(prefix="bench-train-") as d:
-        c0, t0 = time.process_time(), time.perf_counter()
-        train(spec["city"], cfg, Path(d) / "run", demos)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        up = pd.read_csv(Path(d) / "run" / "updates.csv")
-        m = pd.read_csv(Path(d) / "run" / "metrics.csv")
+        c0 = time.process_time()
+        res = run_experiment(cfg, Path(d) / "run", progress=False)
+        wall, cpu = res.wall_s["train"], time.process_time() - c0
+        up = pd.read_csv(res.run.updates_path)
+        m = pd.read_csv(res.run.metrics_path)
+    scen = res.scenario
+    delta = cfg.env.delta_time or scen.delta_time
     sim = float(m["sim_time"].sum())
     # update loop only: each update's sim seconds / its wall seconds, pooled
-    loop_wall = float((up["env_steps"].diff().fillna(up["env_steps"]) * scen.delta_time / up["sim_s_per_wall_s"]).sum())
+    loop_wall = float((up["env_steps"].diff().fillna(up["env_steps"]) * delta / up["sim_s_per_wall_s"]).sum())
     return {"wall_s": wall, "cpu_s": cpu, "sim_s": sim, "loop_sim_s_per_s": sim / loop_wall,
-            "n_agents": len(scen.agents), "env_steps": steps}
+            "n_agents": len(scen.agents), "env_steps": spec["episodes"] * decisions_per_episode(scen, cfg)}
 
 
 def worker_main(spec_json: str) -> None:

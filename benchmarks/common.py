@@ -17,7 +17,14 @@ from importlib import metadata
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CACHE_DIR = REPO_ROOT / "benchmarks" / ".cache"
+def _cache_dir() -> Path:
+    from leed_traffic.paths import cache_dir
+
+    return cache_dir() / "benchmarks"
+
+
+CACHE_DIR = _cache_dir()
+"""Built benchmark inputs (synthetic grids, demonstrations): in the user cache, not the source tree."""
 DOCS_DIR = REPO_ROOT / "docs"
 
 
@@ -145,3 +152,28 @@ def run_result(cmd: list[str], timeout: float, env: dict[str, str] | None = None
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {"status": f"failed (exit {proc.returncode}): {tail[:300]}"}
 
+
+
+def benchmark_config(city: str, *, eval_episodes: int, seconds: int | None = None, reward: str | None = None,
+                     observation: str | None = None, enforce_max_green: bool = False, rounds: int = 2,
+                     workers: int = 1, seed: int = 0, settings: dict | None = None):
+    """The ExperimentConfig of one benchmark run: the one place that turns benchmark flags into the
+    pipeline's settings. Benchmarks keep sumo-rl's phase rule (no max green) unless asked, evaluate
+    only the policy (classical controllers are measured once per city) and write no report.
+    ``settings`` are further ``SECTION.FIELD`` values (ablation variants)."""
+    from leed_traffic.config import ExperimentConfig
+
+    cfg = ExperimentConfig()
+    cfg.scenario.city = city
+    cfg.env.seconds = seconds
+    cfg.env.enforce_max_green = bool(enforce_max_green)
+    if reward:
+        cfg.env.reward = reward
+    if observation:
+        cfg.env.observation = observation
+    cfg.demos.rounds = rounds
+    cfg.train.seed, cfg.train.n_workers, cfg.train.progress = seed, workers, False
+    cfg.eval.episodes, cfg.eval.report = eval_episodes, False
+    for key, value in (settings or {}).items():
+        cfg.set(key, value, source="benchmark settings")
+    return cfg

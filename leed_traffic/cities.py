@@ -4,27 +4,34 @@
 
 1. a bundled city (``scenarios/<name>.toml``: helsinki, paris, melbourne, oslo, luxembourg, heidelberg),
 2. a RESCO benchmark scenario shipped inside the installed sumo-rl package (cologne8, ...),
-3. a path to an OSM file (``.osm``, ``.osm.xml``, ``.osm.gz``, ``.osm.bz2``, ``.osm.pbf``),
+3. a path to an OSM file: OSM XML, PBF, or gzip/bz2-compressed OSM XML, recognised by its content
+   whatever its name (``osm_format``),
 4. ``place:<name>`` or a name with a comma ("Heidelberg, Germany"): downloaded with osmnx (online).
 
 Plain unknown names are errors that list the bundled cities, never silent downloads: a typo
 should not turn into a network request.
+
+Bundled cities carry a hand-calibrated demand volume; cities 3 and 4 have none
+(``FITTED_DEMAND``), so the scenario build fits one to the network (``calibrate.fit_demand``).
 """
 
 from __future__ import annotations
 
+import bz2
 import re
 import tomllib
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from leed_traffic import paths
 from leed_traffic.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS_DIR = REPO_ROOT / "scenarios"
-NETWORKS_DIR = REPO_ROOT / "networks"
 OSM_SUFFIXES = (".osm", ".osm.xml", ".osm.gz", ".osm.bz2", ".osm.pbf")
+"""Names stripped from a file to name its city (the format itself is read from the content)."""
+
+OsmFormat = Literal["xml", "pbf", "xml.gz", "xml.bz2"]
 
 # RESCO (Ault & Sharon 2021) scenarios as shipped by sumo-rl, with RESCO's episode windows.
 RESCO_SCENARIOS: dict[str, dict[str, Any]] = {
@@ -43,8 +50,12 @@ RESCO_SCENARIOS: dict[str, dict[str, Any]] = {
 class DemandSpec:
     """Random trips with a time-of-day profile (see ``leed_traffic.demand``)."""
 
-    veh_per_hour: float = 2000.0
-    """Peak insertion rate for the whole city, vehicles per hour."""
+    veh_per_hour: float | None = 2000.0
+    """Peak insertion rate for the whole city, vehicles per hour. ``None`` (what a city without a
+    calibrated definition gets: an OSM file, ``place:``): fitted to the network when the scenario
+    is built (``calibrate.fit_demand``: the highest gridlock-free level under fixed time, stepped
+    back to a congestion target). Bundled cities give their hand-calibrated volume. (The 2000
+    default only keeps the hashes of scenarios defined before fitting existed, RESCO's included.)"""
     profile: tuple[float, ...] = (0.55, 0.7, 0.85, 1.0, 1.0, 0.9)
     """Relative rate over equal slices of the episode: a ramp to the peak, then a shoulder."""
     fringe_factor: float = 10.0
@@ -84,10 +95,92 @@ class CitySpec:
     """Default yellow, s: 3 as in the cities' own netconvert programs and RESCO (sumo-rl uses 2,
     which real signal timing never does; pass ``yellow_time=2`` to reproduce sumo-rl)."""
     description: str = ""
+    counts: Path | None = None
+    """Measured edge counts (CSV ``edge_id,count[,begin,end]`` or SUMO edgeData XML): the demand is
+    then sampled from them with SUMO's routeSampler (``demand.routes_from_counts``) instead of
+    random trips at ``demand.veh_per_hour``; the file's content enters the scenario hash."""
+
+
+FITTED_DEMAND = DemandSpec(veh_per_hour=None)
+"""The demand of a city without a calibrated definition: random trips at a volume fitted to its
+network when the scenario is first built (``calibrate.fit_demand``)."""
 
 
 def bundled_cities() -> list[str]:
-    return sorted(p.stem for p in SCENARIOS_DIR.glob("*.toml"))
+    return sorted(p.stem for p in paths.bundled_scenarios_dir().glob("*.toml"))
+
+
+_SNIFF_BYTES = 4096
+
+
+def _looks_like_osm_xml(head: bytes) -> bool:
+    """Whether the first bytes of a text are an XML document whose root element is ``<osm``."""
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    # skip the XML declaration, comments, processing instructions and a DOCTYPE before the root
+    while text.startswith(b"<?") or text.startswith(b"<!"):
+        closer = b"-->" if text.startswith(b"<!--") else b">"
+        end = text.find(closer)
+        if end < 0:
+            return False
+        text = text[end + len(closer):].lstrip()
+    return re.match(rb"<osm[\s>/]", text) is not None
+
+
+def _is_pbf(head: bytes) -> bool:
+    """An OSM PBF starts with a BlobHeader (4-byte big-endian size) whose ``type`` is OSMHeader."""
+    if len(head) < 6:
+        return False
+    size = int.from_bytes(head[:4], "big")
+    # field 1 (type, a string): tag 0x0A, then a one-byte varint length (9 for "OSMHeader")
+    return 0 < size < 64 * 1024 and head[4] == 0x0A and head[5:6 + head[5]] == bytes([9]) + b"OSMHeader"
+
+
+def _decompressed_head(path: Path, decompressor: Any, limit: int = 4 << 20) -> bytes:
+    """The first KB of a compressed file (bz2 needs a whole block before it yields anything)."""
+    out = b""
+    with open(path, "rb") as f:
+        read = 0
+        while len(out) < 1024 and read < limit and not getattr(decompressor, "eof", False):
+            chunk = f.read(64 * 1024)
+            if not chunk:
+                break
+            read += len(chunk)
+            try:
+                out += decompressor.decompress(chunk)
+            except (OSError, EOFError, zlib.error, ValueError):
+                break
+    return out
+
+
+def osm_format(path: Path) -> OsmFormat:
+    """What kind of OSM file ``path`` is, read from its content whatever its name.
+
+    Names lie (``city.dat``, a PBF saved as ``.osm``), and netconvert and osmium only accept what
+    they are told, so the converter is chosen from the bytes: an XML root ``<osm``, a PBF's first
+    BlobHeader of type OSMHeader, or gzip/bz2 magic around OSM XML.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise UserError(f"Cannot read {path} ({exc.strerror}); check the path and its permissions.") from exc
+    what = "give an OpenStreetMap extract: OSM XML (.osm), PBF (.osm.pbf) or gzip/bz2-compressed OSM XML"
+    if head.startswith(b"\x1f\x8b"):
+        if _looks_like_osm_xml(_decompressed_head(path, zlib.decompressobj(16 + zlib.MAX_WBITS))):
+            return "xml.gz"
+        raise UserError(f"{path.name} is gzip-compressed but is not OSM XML inside; {what}.")
+    if head.startswith(b"BZh"):
+        if _looks_like_osm_xml(_decompressed_head(path, bz2.BZ2Decompressor())):
+            return "xml.bz2"
+        raise UserError(f"{path.name} is bz2-compressed but is not OSM XML inside; {what}.")
+    if _is_pbf(head):
+        return "pbf"
+    if _looks_like_osm_xml(head):
+        return "xml"
+    kind = "empty" if not head else "an XML file without an <osm> root" if head.lstrip().startswith(b"<") else (
+        "neither OSM XML, nor OSM PBF, nor gzip/bz2-compressed OSM XML")
+    raise UserError(f"{path.name} is not an OSM file ({kind}); {what}.")
 
 
 def resco_dir() -> Path:
@@ -115,6 +208,16 @@ def load_city_toml(path: Path) -> CitySpec:
     ev = raw.get("evaluation", {})
     name = city.get("name", path.stem)
     source = city.get("source")
+    if source:
+        # "networks/osm/<file>" names a bundled extract (package data); anything else is relative
+        # to the TOML file's folder
+        rel = Path(source)
+        if rel.is_absolute():
+            source = rel
+        elif rel.parts[:2] == ("networks", "osm"):
+            source = paths.bundled_osm_dir().joinpath(*rel.parts[2:])
+        else:
+            source = path.parent / rel
     demand = DemandSpec(
         **{
             k: tuple(v) if isinstance(v, list) else v
@@ -125,7 +228,7 @@ def load_city_toml(path: Path) -> CitySpec:
     return CitySpec(
         name=name,
         kind="osm",
-        source=(REPO_ROOT / source) if source else None,
+        source=source or None,
         bbox=tuple(city["bbox"]) if "bbox" in city else None,
         demand=demand,
         begin=int(ep.get("begin", 0)),
@@ -140,7 +243,15 @@ def load_city_toml(path: Path) -> CitySpec:
 
 
 def _is_osm_path(city: str) -> bool:
-    return city.lower().endswith(OSM_SUFFIXES) or "/" in city or Path(city).exists()
+    return city.lower().endswith(OSM_SUFFIXES) or "/" in city or Path(city).expanduser().is_file()
+
+
+def _city_name_of_file(path: Path) -> str:
+    name = path.name
+    for suf in OSM_SUFFIXES:
+        if name.lower().endswith(suf):
+            return _slug(name[: -len(suf)])
+    return _slug(name.split(".")[0] or name)
 
 
 def resolve_city(city: str, **overrides: Any) -> CitySpec:
@@ -148,7 +259,7 @@ def resolve_city(city: str, **overrides: Any) -> CitySpec:
     if not city or not city.strip():
         raise UserError(f"--city is empty; use one of: {', '.join(bundled_cities())}.")
     key = city.strip()
-    toml = SCENARIOS_DIR / f"{key.lower()}.toml"
+    toml = paths.bundled_scenarios_dir() / f"{key.lower()}.toml"
     if toml.exists() and "/" not in key:
         spec = load_city_toml(toml)
     elif key.lower() in RESCO_SCENARIOS:
@@ -161,21 +272,15 @@ def resolve_city(city: str, **overrides: Any) -> CitySpec:
         place = key.split(":", 1)[1].strip() if key.lower().startswith("place:") else key
         if not place:
             raise UserError("`place:` needs a place name, e.g. --city 'place:Heidelberg, Germany'.")
-        spec = CitySpec(name=_slug(place), kind="osm", place=place)
+        spec = CitySpec(name=_slug(place), kind="osm", place=place, demand=FITTED_DEMAND)
     elif _is_osm_path(key):
         path = Path(key).expanduser()
         if not path.exists():
             raise UserError(f"OSM file {path} does not exist; check the path.")
-        if not path.name.lower().endswith(OSM_SUFFIXES):
-            raise UserError(
-                f"{path.name} is not an OSM file; give a file ending in {', '.join(OSM_SUFFIXES)}."
-            )
-        name = path.name
-        for suf in OSM_SUFFIXES:
-            if name.lower().endswith(suf):
-                name = name[: -len(suf)]
-                break
-        spec = CitySpec(name=_slug(name), kind="osm", source=path.resolve())
+        if not path.is_file():
+            raise UserError(f"{path} is a directory; give an OSM file (.osm, .osm.pbf, .osm.gz, .osm.bz2).")
+        osm_format(path)  # refuses a file that is not OSM, with what to give instead
+        spec = CitySpec(name=_city_name_of_file(path), kind="osm", source=path.resolve(), demand=FITTED_DEMAND)
     else:
         raise UserError(
             f"Unknown city {key!r}: use a bundled city ({', '.join(bundled_cities())}), "
@@ -183,3 +288,26 @@ def resolve_city(city: str, **overrides: Any) -> CitySpec:
             "or 'place:<name>' to download one with osmnx (needs internet)."
         )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None}) if overrides else spec
+
+
+def with_demand(spec: CitySpec, *, veh_per_hour: float | None = None, fit: bool = False,
+                counts: str | Path | None = None) -> CitySpec:
+    """The city with its demand chosen by the user: a volume, a fit to the network, or measured
+    counts (one at most; RESCO maps bring their own routes). The one rule for ``build`` and
+    experiments (``ExperimentConfig.scenario``)."""
+    chosen = [flag for flag, on in (("--demand", veh_per_hour is not None), ("--fit-demand", fit),
+                                    ("--counts", counts is not None)) if on]
+    if chosen and spec.kind == "resco":
+        raise UserError(f"RESCO scenarios come with their own routes; {chosen[0]} applies to OSM cities.")
+    if len(chosen) > 1:
+        raise UserError(f"Give one source of demand: {' and '.join(chosen)} exclude each other.")
+    if veh_per_hour is not None:
+        return replace(spec, demand=replace(spec.demand, veh_per_hour=veh_per_hour))
+    if fit:
+        return replace(spec, demand=replace(spec.demand, veh_per_hour=None))
+    if counts is not None:
+        path = Path(counts).expanduser()
+        if not path.is_file():
+            raise UserError(f"Counts file {counts} does not exist; check the path.")
+        return replace(spec, counts=path.resolve())
+    return spec

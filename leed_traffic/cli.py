@@ -65,32 +65,70 @@ def cities() -> None:
 @user_errors
 def build(
     city: str = CityOpt,
-    force: bool = typer.Option(False, help="Rebuild even if cached."),
-    veh_per_hour: Optional[float] = typer.Option(None, min=1, help="Override the city's peak demand (veh/h)."),
+    force: bool = typer.Option(False, help="Rebuild even if cached (a fitted demand is searched again)."),
+    demand: Optional[float] = typer.Option(
+        None, "--demand", "--veh-per-hour", min=1, metavar="VEH_PER_H",
+        help="Peak demand (veh/h), instead of the city's calibrated or fitted volume."),
+    fit_demand: bool = typer.Option(
+        False, "--fit-demand", help="Fit the demand to the network even for a bundled city (a city without a "
+        "calibrated definition, an OSM file or place:, always is): the highest volume SUMO's fixed-time programs "
+        "run without gridlock, x 0.85."),
+    counts: Optional[Path] = typer.Option(
+        None, "--counts", help="Measured edge counts (CSV edge_id,count[,begin,end] or SUMO edgeData XML): the "
+        "demand becomes routes that reproduce them (SUMO's routeSampler)."),
+    fit_tolerance: Optional[float] = typer.Option(
+        None, "--fit-tolerance", min=0.01, max=0.5, help="Demand search: stop when the gridlock bracket is "
+        "within this ratio (default 0.10)."),
     check: bool = typer.Option(True, help="Run one fixed-time hour and refuse demand that gridlocks."),
 ) -> None:
-    """Build the network and scenario; print the scenario directory and the number of agents."""
-    from dataclasses import replace
+    """Build the network and scenario; print the scenario directory, the agents and the demand."""
+    import json
 
-    from leed_traffic.cities import resolve_city
+    from leed_traffic.cities import resolve_city, with_demand
     from leed_traffic.evaluate import check_demand
     from leed_traffic.scenario import build_scenario
 
-    spec = resolve_city(city)
-    if veh_per_hour is not None:
-        if spec.kind == "resco":
-            raise UserError("RESCO scenarios come with their own routes; --veh-per-hour applies to OSM cities.")
-        spec = replace(spec, demand=replace(spec.demand, veh_per_hour=veh_per_hour))
-    with console.status(f"building {spec.name}"):
-        s = build_scenario(spec, force=force)
+    spec = with_demand(resolve_city(city), veh_per_hour=demand, fit=fit_demand, counts=counts)
+    settings = None
+    if fit_tolerance is not None:
+        from leed_traffic.calibrate import FitSettings
+
+        settings = FitSettings(tolerance=fit_tolerance)
+    with console.status(f"building {spec.name}") as status:
+        def say(line: str) -> None:
+            console.print(f"  demand fit: {line}", highlight=False)
+            status.update(f"{spec.name}: fitting the demand to the network ({line.split(':')[0]})")
+
+        s = build_scenario(spec, force=force, progress=say, fit_settings=settings)
+    meta = json.loads((s.dir / "scenario.json").read_text())
     console.print(f"scenario: {s.dir}")
     console.print(f"agents: {s.n_agents} (of {s.n_traffic_lights} traffic lights)")
+    console.print(f"demand: {_demand_summary(s, meta, given_on_command_line=demand is not None)}", highlight=False)
     console.print(f"vehicles per episode: {', '.join(map(str, s.vehicles_per_route_file))}")
     if check:
         with console.status("checking the demand under fixed time"):
             row = check_demand(s)
         console.print(f"fixed time: mean delay {row['mean_delay']:.1f} s, teleports {row['teleports']}, "
                       f"never inserted {row['never_inserted']} of {row['vehicles']} vehicles")
+
+
+def _demand_summary(s, meta: dict, given_on_command_line: bool) -> str:
+    """One line: how many vehicles the scenario carries and where that number comes from."""
+    source = s.demand_source or meta.get("demand_source", "")
+    if source == "fitted" and "demand_fit" in meta:
+        from leed_traffic.calibrate import DemandFit
+
+        return DemandFit.from_json(meta["demand_fit"]).summary()
+    if source == "counts" and "counts" in meta:
+        c = meta["counts"]
+        return (f"from counts {c['file']} ({c['edges']} edges, {c['intervals']} interval(s)): routes reproduce "
+                f"{c['routed']:,} of {c['counted']:,.0f} counted vehicle passages, worst count off by "
+                f"{100 * c['max_relative_error']:.0f} %")
+    if source == "resco":
+        return "RESCO's own routes"
+    vph = s.veh_per_hour if s.veh_per_hour is not None else meta.get("demand", {}).get("veh_per_hour")
+    why = "--demand" if given_on_command_line else "the city's calibrated volume"
+    return f"{vph:,.0f} veh/h peak ({why})" if vph is not None else "random trips"
 
 
 @app.command()
@@ -124,7 +162,7 @@ def evaluate(
     console.print(f"wrote {out / 'metrics.csv'}")
 
 
-LLM_CHOICES = "auto, claude, openai, local, max-pressure, longest-queue"
+LLM_CHOICES = "auto, claude, openai, local, max-pressure, longest-queue, random"
 
 
 @app.command()
@@ -148,106 +186,44 @@ def demos(
 @app.command()
 @user_errors
 def train(
-    city: str = CityOpt,
-    algo: str = typer.Option("leed", help="leed, ippo, mappo or bc."),
-    llm: str = typer.Option("auto", "--llm", help=f"Demonstrator for leed/bc: {LLM_CHOICES}."),
-    demos_dir: Optional[Path] = typer.Option(None, "--demos", help="Use this demonstration dataset instead of generating one."),
-    demo_rounds: int = typer.Option(2, min=1, help="Refinement rounds when generating demonstrations."),
-    episodes: int = typer.Option(40, min=1, help="Training budget in episodes (all agents act every decision)."),
-    seconds: Optional[int] = typer.Option(None, min=1, help="Episode length (default: the scenario's)."),
-    workers: int = typer.Option(1, min=1, help="Rollout worker processes (one SUMO each)."),
-    seed: int = typer.Option(0, help="Seed of the run (networks, episodes, demonstrations)."),
-    eval_episodes: int = typer.Option(3, min=0, help="Held-out evaluation episodes per controller (0: skip)."),
+    city: Optional[str] = typer.Option(None, "--city", "-c", help="Bundled city, RESCO scenario, OSM file path, "
+                                       "or 'place:<name>' (scenario.city; default helsinki)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Experiment TOML file (or a run's config.json "
+                                          "to repeat it); flags and --set override it."),
+    set_: list[str] = typer.Option([], "--set", help="Any setting as SECTION.FIELD=VALUE (sections: scenario, env, "
+                                   "demos, train, eval), e.g. --set train.ent_coef=0.02; repeatable."),
+    algo: Optional[str] = typer.Option(None, help="train.algo: leed (default), ippo, mappo, bc or reled."),
+    llm: Optional[str] = typer.Option(None, "--llm", help=f"demos.llm, the demonstrator: {LLM_CHOICES}."),
+    demos_dir: Optional[Path] = typer.Option(None, "--demos", help="demos.path: use this demonstration dataset."),
+    demo_rounds: Optional[int] = typer.Option(None, min=1, help="demos.rounds: refinement rounds (default 2)."),
+    episodes: Optional[int] = typer.Option(None, min=1, help="train.episodes: training budget in episodes (default 40)."),
+    seconds: Optional[int] = typer.Option(None, min=1, help="env.seconds: episode length (default: the scenario's)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="train.n_workers: rollout worker processes."),
+    seed: Optional[int] = typer.Option(None, help="train.seed: seed of the run (episodes, demonstrations)."),
+    eval_episodes: Optional[int] = typer.Option(None, min=0, help="eval.episodes: held-out episodes per controller "
+                                                "(default 3; 0 skips evaluation)."),
+    reward: Optional[str] = typer.Option(None, help="env.reward: diff-waiting-time (default), queue, pressure or queue-backlog."),
+    observation: Optional[str] = typer.Option(None, help="env.observation: default (sumo-rl's), pressure, backlog or pressure-backlog."),
+    enforce_max_green: Optional[bool] = typer.Option(
+        None, "--enforce-max-green/--no-enforce-max-green", help="env.enforce_max_green (default on): force a "
+        "phase change after max green (50 s), as real controllers do; off = sumo-rl's rule, which gridlocks OSM cities."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<city>-<algo>-s<seed>)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
-    reward: Optional[str] = typer.Option(None, help="Reward: diff-waiting-time (default, sumo-rl's), queue or pressure."),
-    observation: Optional[str] = typer.Option(None, help="Observation: default (sumo-rl's) or pressure."),
-    enforce_max_green: bool = typer.Option(
-        True, help="Force a phase change after max green (50 s), as real controllers do. Without it (sumo-rl's "
-        "rule) an agent can hold a phase forever, which gridlocks OSM cities (docs/leed.md)."),
 ) -> None:
     """Train LEED (or a baseline), then evaluate it against the classical controllers."""
-    from leed_traffic.dataset import DemoDataset
-    from leed_traffic.learn import ALGOS, CheckpointError, TrainConfig
-    from leed_traffic.learn import train as run_training
-    from leed_traffic.scenario import build_scenario
+    from leed_traffic.config import ExperimentConfig
+    from leed_traffic.pipeline import run_experiment
 
-    if algo not in ALGOS:
-        raise UserError(f"Unknown --algo {algo!r}; choose one of {', '.join(ALGOS)}.")
-    scenario = build_scenario(city)
-    run_dir = out or Path("runs") / f"{scenario.city}-{algo}-s{seed}"
-    length = seconds or (scenario.end - scenario.begin)
-    steps_per_episode = max(1, length // scenario.delta_time)
-    env_options: dict = {"seconds": seconds} if seconds else {}
-    if reward:
-        from leed_traffic.rewards import get_reward
-
-        get_reward(reward)  # unknown name -> the list
-        env_options["reward"] = reward
-    if observation:
-        from leed_traffic.observations import get_observation
-
-        get_observation(observation)
-        env_options["observation"] = observation
-    if enforce_max_green:
-        env_options["enforce_max_green"] = True
-    dataset = None
-    if algo in ("leed", "bc"):
-        if demos_dir is None:
-            from leed_traffic.demos import generate_demos
-
-            console.print(f"[bold]demonstrations[/] ({llm}, {demo_rounds} rounds) -> {run_dir / 'demos'}")
-            demos_dir = generate_demos(city, llm=llm, rounds=demo_rounds, seconds=seconds,
-                                       out=run_dir / "demos", seed=seed,
-                                       env_options={k: v for k, v in env_options.items() if k != "seconds"})
-        try:
-            dataset = DemoDataset.load(demos_dir)
-        except (FileNotFoundError, ValueError) as exc:
-            raise UserError(str(exc)) from exc
-    cfg = TrainConfig(algo=algo, total_env_steps=episodes * steps_per_episode, n_workers=workers, seed=seed)
-    try:
-        run_training(city, cfg, run_dir, dataset, resume=resume, env_options=env_options)
-    except CheckpointError as exc:
-        raise UserError(f"{exc}") from exc
-    except ValueError as exc:
-        raise UserError(f"{exc}; check --demos / --llm ({LLM_CHOICES}).") from exc
-    console.print(f"run: {run_dir}")
-    if eval_episodes:
-        _compare(city, run_dir, eval_episodes, seconds)
-        from leed_traffic.report import write_report
-
-        with console.status("writing the report"):
-            md, html = write_report(run_dir)
-        console.print(f"report: {html}")
-
-
-def _compare(city: str, run_dir: Path, episodes: int, seconds: Optional[int]) -> None:
-    """Final policy vs the classical controllers on held-out seeds -> RUN/comparison.{csv,md}."""
-    from leed_traffic.controllers import get_controller
-    from leed_traffic.evaluate import ALL_CLASSICAL, evaluate as run_eval, evaluate_max_green, summarize, write_csv_atomic
-
-    import pandas as pd
-
-    policy = get_controller("policy", run=run_dir, sample=True)
-    ctrls = [get_controller(n) for n in ALL_CLASSICAL] + [policy, get_controller("policy", run=run_dir, sample=False)]
-    df = run_eval(city, ctrls, episodes=episodes, seconds=seconds)
-    if policy.env_options.get("enforce_max_green"):
-        # the controllers that decide through the env, under the same phase rule as the policy
-        df = pd.concat([df, evaluate_max_green(city, episodes=episodes, seconds=seconds)], ignore_index=True)
-    write_csv_atomic(df, run_dir / "evaluation" / "metrics.csv")
-    summary = summarize(df)
-    write_csv_atomic(summary, run_dir / "comparison.csv")
-    lines = ["| controller | mean delay (s) | travel time (s) | throughput | teleports |", "|---|---|---|---|---|"]
-    for _, r in summary.iterrows():
-        lines.append(f"| {r.controller} | {r.mean_delay:.1f} ± {r.mean_delay_std:.1f} | {r.mean_travel_time:.1f} "
-                     f"| {r.throughput:.0f} | {r.teleports:.0f} |")
-    (run_dir / "comparison.md").write_text("\n".join(lines) + "\n")
-    t = Table("controller", "mean delay (s)", "travel time (s)", "throughput", "teleports",
-              title=f"{city}: held-out seeds, {episodes} episode(s) each")
-    for _, r in summary.iterrows():
-        t.add_row(r.controller, f"{r.mean_delay:.1f} ± {r.mean_delay_std:.1f}", f"{r.mean_travel_time:.1f}",
-                  f"{r.throughput:.0f}", f"{r.teleports:.0f}")
-    console.print(t)
+    cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
+    shortcuts = {"scenario.city": city, "train.algo": algo, "demos.llm": llm, "demos.path": demos_dir,
+                 "demos.rounds": demo_rounds, "train.episodes": episodes, "env.seconds": seconds,
+                 "train.n_workers": workers, "train.seed": seed, "eval.episodes": eval_episodes,
+                 "env.reward": reward, "env.observation": observation, "env.enforce_max_green": enforce_max_green}
+    for key, value in shortcuts.items():
+        if value is not None:
+            cfg.set(key, str(value) if isinstance(value, Path) else value, source="the command line")
+    cfg.apply(set_)
+    run_experiment(cfg, out, resume=resume, say=lambda text: console.print(text, soft_wrap=True, highlight=False))
 
 
 @app.command()

@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from leed_traffic.errors import UserError
+from leed_traffic.fileio import atomic_write, atomic_write_text
+from leed_traffic.netfile import tls_programs
+from leed_traffic.rules import METRICS, choose_phase, env_scores
 from leed_traffic.sumo_env import sumo_binary, sumo_tool
 
 if TYPE_CHECKING:
@@ -45,6 +48,13 @@ class Controller(Protocol):
 
 @dataclass
 class FixedTime:
+    """SUMO runs the network's own programs (netconvert's, RESCO's: one per light, the one
+    ``netfile.first_program`` reads).
+
+    The demonstrations' per-agent fixed-time reference (``demos.FixedTimeReference``) cycles the
+    green durations of the same program through the env, since it needs each agent's trajectory.
+    """
+
     name: str = "fixed"
     decides: bool = False
 
@@ -53,16 +63,6 @@ class FixedTime:
 
     def act(self, env, obs):  # pragma: no cover - never called
         return {}
-
-
-def _programs(net_file: Path):
-    import sumolib
-
-    net = sumolib.net.readNet(str(net_file), withPrograms=True)
-    for tls in net.getTrafficLights():
-        programs = tls.getPrograms()
-        if programs:
-            yield tls.getID(), programs[sorted(programs)[0]]
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Actuated:
         out = workdir / "actuated.add.xml"
         if not out.exists():
             lines = ["<additional>"]
-            for tls_id, prog in _programs(scenario.net_file):
+            for tls_id, prog in tls_programs(scenario.net_file):
                 lines.append(f'  <tlLogic id={quoteattr(tls_id)} programID="actuated" type="actuated" offset="0">')
                 for ph in prog.getPhases():
                     green = any(c in "Gg" for c in ph.state) and "y" not in ph.state
@@ -96,9 +96,7 @@ class Actuated:
                     lines.append(f'    <phase duration="{ph.duration:g}" state="{ph.state}"{extra}/>')
                 lines.append("  </tlLogic>")
             lines.append("</additional>")
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text("\n".join(lines) + "\n")
-            tmp.replace(out)
+            atomic_write_text(out, "\n".join(lines) + "\n")
         return {"control": False, "additional_files": (str(out),)}
 
     def act(self, env, obs):  # pragma: no cover
@@ -124,20 +122,21 @@ class Webster:
             if _has_trips(route):
                 routed = workdir / f"{route.stem}.routed.rou.xml"
                 if not routed.exists():
-                    self._run([sumo_binary("duarouter"), "-n", str(scenario.net_file), "--route-files", str(route),
-                               "-o", str(routed), "--ignore-errors", "--no-warnings",
-                               "--begin", str(scenario.begin), "--end", str(scenario.end)], routed)
-            tmp = out.with_suffix(".tmp.xml")
-            self._run([sys.executable, str(sumo_tool("tlsCycleAdaptation.py")), "-n", str(scenario.net_file),
-                       "-r", str(routed), "-o", str(tmp), "-b", str(scenario.begin),
-                       "-y", str(network_yellow(scenario.net_file))], tmp)
-            tmp.replace(out)
+                    atomic_write(routed, lambda tmp: self._run(
+                        [sumo_binary("duarouter"), "-n", str(scenario.net_file), "--route-files", str(route),
+                         "-o", str(tmp), "--ignore-errors", "--no-warnings",
+                         "--begin", str(scenario.begin), "--end", str(scenario.end)], tmp))
+            atomic_write(out, lambda tmp: self._run(
+                [sys.executable, str(sumo_tool("tlsCycleAdaptation.py")), "-n", str(scenario.net_file),
+                 "-r", str(routed), "-o", str(tmp), "-b", str(scenario.begin),
+                 "-y", str(network_yellow(scenario.net_file))], tmp))
         return {"control": False, "additional_files": (str(out),)}
 
     @staticmethod
     def _run(cmd: list[str], out: Path) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not out.exists():
+        # ``out`` is atomic_write's temporary file, created empty: an empty one was never written
+        if proc.returncode != 0 or not out.exists() or out.stat().st_size == 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
             raise RuntimeError(f"{Path(cmd[1]).name if cmd[0] == sys.executable else Path(cmd[0]).name} failed: {tail[0]}")
 
@@ -154,7 +153,7 @@ def network_yellow(net_file: Path) -> int:
     from collections import Counter
 
     counts = Counter(
-        int(round(ph.duration)) for _, prog in _programs(net_file) for ph in prog.getPhases()
+        int(round(ph.duration)) for _, prog in tls_programs(net_file) for ph in prog.getPhases()
         if "y" in ph.state and ph.duration < 10
     )
     return counts.most_common(1)[0][0] if counts else 3
@@ -167,37 +166,42 @@ def _has_trips(route: Path) -> bool:
 
 
 @dataclass
-class MaxPressure:
+class _RuleController:
+    """A rule of ``leed_traffic.rules`` deciding every agent through the env.
+
+    It chooses among all green phases (``choose_phase(..., legal=None)``) and leaves legality to
+    the env, as these controllers always have; the reference experts (``llm.experts``) apply the
+    same rule to the legal phases only.
+    """
+
+    name: str = ""
+    decides: bool = True
+    rule: str = ""
+    """Key of ``rules.METRICS``."""
+
+    def prepare(self, scenario, workdir, seed):
+        return {}
+
+    def act(self, env: "LeedTrafficEnv", obs) -> dict[str, int]:
+        metric = METRICS[self.rule]
+        return {a: choose_phase(env_scores(env, ts, metric), ts.green_phase)[0] for a, ts in env.signals.items()}
+
+
+@dataclass
+class MaxPressure(_RuleController):
     """Varaiya's max-pressure: the green phase whose links have the largest
     sum of (vehicles on incoming lane - vehicles on outgoing lane); ties keep the current phase."""
 
     name: str = "max-pressure"
-    decides: bool = True
-
-    def prepare(self, scenario, workdir, seed):
-        return {}
-
-    def act(self, env: "LeedTrafficEnv", obs) -> dict[str, int]:
-        return {a: _argmax_keep(env.phase_pressures(ts), ts.green_phase) for a, ts in env.signals.items()}
+    rule: str = "max-pressure"
 
 
 @dataclass
-class Greedy:
-    """Longest queue first: the green phase serving the most halted vehicles."""
+class Greedy(_RuleController):
+    """Longest queue first: the green phase serving the most halted vehicles; ties keep the current phase."""
 
     name: str = "greedy"
-    decides: bool = True
-
-    def prepare(self, scenario, workdir, seed):
-        return {}
-
-    def act(self, env: "LeedTrafficEnv", obs) -> dict[str, int]:
-        return {a: _argmax_keep(env.phase_queues(ts), ts.green_phase) for a, ts in env.signals.items()}
-
-
-def _argmax_keep(values: np.ndarray, current: int) -> int:
-    best = float(np.max(values))
-    return current if values[current] >= best else int(np.argmax(values))
+    rule: str = "longest-queue"
 
 
 CLASSICAL = {"fixed": FixedTime, "webster": Webster, "actuated": Actuated, "max-pressure": MaxPressure,
@@ -211,7 +215,7 @@ def get_controller(name: str, **kwargs) -> Controller:
     if key in CLASSICAL:
         return CLASSICAL[key]()
     if key == "policy":
-        from leed_traffic.policy_controller import PolicyController
+        from leed_traffic.learn.serving import PolicyController
 
         return PolicyController.from_run(kwargs.get("run"), sample=bool(kwargs.get("sample", True)))
     raise UserError(f"Unknown controller {name!r}; choose from {', '.join([*CLASSICAL, 'policy'])}.")

@@ -14,14 +14,14 @@ and return, format version). Arrays per agent, one row per decision step, in tim
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from leed_traffic.errors import DemonstrationError
+from leed_traffic.fileio import atomic_dir
 
 FORMAT_VERSION = 1
 FIELDS = ("obs", "actions", "rewards", "episode", "valid")
@@ -53,23 +53,16 @@ class DemoDataset:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def save(self, directory: str | Path) -> Path:
-        """Write atomically: build in a temporary sibling directory, then rename."""
+        """Write atomically: build in a temporary sibling directory, then rename (replacing an
+        existing dataset there)."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_dir(directory, exists="replace") as tmp:
             arrays = {
                 f"{agent}/{f}": getattr(d, f) for agent, d in self.agents.items() for f in FIELDS
             }
             np.savez_compressed(tmp / "demos.npz", **arrays)
             meta = {"format_version": FORMAT_VERSION, **self.metadata, "agents": sorted(self.agents)}
             (tmp / "demos.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod
@@ -77,13 +70,13 @@ class DemoDataset:
         directory = Path(directory)
         meta_path, npz_path = directory / "demos.json", directory / "demos.npz"
         if not meta_path.exists() or not npz_path.exists():
-            raise FileNotFoundError(
+            raise DemonstrationError(
                 f"{directory} is not a demonstration dataset (needs demos.json and demos.npz); "
                 "generate one with `leed-traffic demos`."
             )
         meta = json.loads(meta_path.read_text())
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
+            raise DemonstrationError(
                 f"{directory}: dataset format {meta.get('format_version')} is not {FORMAT_VERSION}; "
                 "regenerate it with `leed-traffic demos`."
             )

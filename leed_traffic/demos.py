@@ -7,12 +7,13 @@ validity rate and return per agent next to a fixed-time reference on the same se
 each intersection's outcome into a short feedback text that the next round adds to that
 intersection's prompt. After the last round every agent keeps its best trajectories (highest
 return, and only those at least as good as fixed time), which become the :class:`DemoDataset`
-the learner loads.
+the learner loads; its metadata also records, per intersection, how the kept trajectories compare
+with fixed time on a score that does not telescope (mean queue, ``demo_quality``), which the
+learner's behaviour-cloning warm start reads (``TrainConfig.bc_pretrain_gate``).
 
 Run directory layout (``out``)::
 
     run.json                 what was asked (city, demonstrator, model, seed, env options)
-    answers.sqlite           answer cache (re-asking the same state is free; resume is cheap)
     fixed_time.json          per-agent fixed-time reference on the same seed
     rounds/round_K.npz       agent trajectories of round K (obs, actions, rewards, valid, asked)
     rounds/round_K.json      round K metrics: validity and return per agent, LLM usage, feedback
@@ -32,16 +33,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from leed_traffic.dataset import DemoDataset, AgentDemos
 from leed_traffic.errors import UserError
-from leed_traffic.fileio import atomic_write
+from leed_traffic.paths import answer_cache_path
+from leed_traffic.fileio import atomic_write, atomic_write_json
 from leed_traffic.llm import make_demonstrator, render_state
 from leed_traffic.llm.base import Decision, Demonstrator, DemonstratorError
 from leed_traffic.state import IntersectionState
+
+if TYPE_CHECKING:
+    from leed_traffic.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +57,11 @@ DEMOS_VERSION = 1
 class DemoConfig:
     """Options of a generation run (the CLI's ``leed-traffic demos`` flags)."""
 
-    city: str
+    city: "str | Scenario"
+    """A ``--city`` argument, or the built Scenario an experiment runs on (demand overrides kept)."""
     llm: str = "auto"
-    """auto | claude | openai | local | max-pressure | longest-queue."""
+    """auto | claude | openai | local | max-pressure | longest-queue | random (uniform over the
+    legal phases: the worst-case reference)."""
     rounds: int = 3
     """Generation + refinement rounds (round 1 has no feedback)."""
     seconds: int | None = None
@@ -72,7 +79,9 @@ class DemoConfig:
     model: str | None = None
     """Override of the backend's model (claude/openai model name, local GGUF path)."""
     cache: Path | None = None
-    """Answer cache file; default ``out/answers.sqlite`` (point several runs at one to share)."""
+    """Answer cache file; default the user cache's one (``paths.answer_cache_path()``), shared by
+    every run: an answer is keyed by backend, model, prompt version and state, so a second run
+    never pays again for the same question."""
     env_options: dict[str, Any] = field(default_factory=dict)
     """Extra ``make_env`` options (delta_time, yellow_time, min_green, reward, ...)."""
     llm_options: dict[str, Any] = field(default_factory=dict)
@@ -82,7 +91,7 @@ class DemoConfig:
 
 # ---------------------------------------------------------------------------- small helpers
 def _write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default)))
+    atomic_write_json(path, data, default=_json_default)
 
 
 def _json_default(o: Any) -> Any:
@@ -131,18 +140,20 @@ def _approach_label(street: str, direction: str) -> str:
 class FixedTimeReference:
     """Fixed time through the environment: each agent cycles its green phases with the green
     durations of the network's own signal program (rounded to decision steps), so its reward per
-    agent is comparable with the demonstrator's on the same seed. City-wide trip metrics of SUMO's
-    real fixed-time program come from ``leed_traffic.evaluate``."""
+    agent is comparable with the demonstrator's on the same seed. It exists next to the classical
+    ``fixed`` controller because demonstrations need each agent's trajectory and reward through
+    the env, which SUMO running the program itself does not give; both read the same program
+    (``netfile.first_program``). City-wide trip metrics of SUMO's real fixed-time program come
+    from ``leed_traffic.evaluate``."""
 
     def __init__(self, env: Any, default_green: float = 30.0) -> None:
-        import sumolib
+        from leed_traffic.netfile import first_program, read_net
 
-        net = sumolib.net.readNet(str(env.scenario.net_file), withPrograms=True)
+        net = read_net(env.scenario.net_file)
         self.green: dict[str, list[float]] = {}
         for a in env.possible_agents:
             greens = env.signals[a].topo.greens
-            programs = net.getTLS(a).getPrograms()
-            phases = programs[sorted(programs)[0]].getPhases()
+            phases = first_program(net, a).getPhases()
             dur = {}
             for p in phases:
                 dur.setdefault(p.state, float(p.duration))
@@ -165,13 +176,15 @@ def run_episode(
     texts: list[dict[str, Any]] | None = None,
     feedback: Mapping[str, str] | None = None,
 ) -> dict[str, Trajectory]:
-    """Run one episode where ``choose`` decides for the agents that have a choice; the others
-    hold (their only legal phase). ``texts`` collects the state text and reason of every asked
-    decision."""
-    obs, _ = env.reset(seed=seed)
+    """Run one episode (``env.play_episode``) where ``choose`` decides for the agents that have a
+    choice; the others hold (their only legal phase). Records every agent's trajectory; ``texts``
+    collects the state text and reason of every asked decision."""
+    from leed_traffic.env import play_episode
+
     trajs = {a: Trajectory() for a in env.possible_agents}
     step = 0
-    while env.agents:
+
+    def act(obs: dict[str, np.ndarray]) -> dict[str, int]:
         states = {a: env.intersection_state(a) for a in env.agents}
         ask = [s for s in states.values() if len(s.legal_actions) > 1]
         decisions = dict(zip((s.agent_id for s in ask), choose(ask))) if ask else {}
@@ -196,12 +209,17 @@ def run_episode(
                          "text": render_state(s, (feedback or {}).get(a))}
                     )
             t.actions.append(actions[a])
-        obs, rewards, *_ = env.step(actions)
+        return actions
+
+    def after_step(actions: dict[str, int], rewards: dict[str, float]) -> None:
+        nonlocal step
         for a in actions:
             trajs[a].rewards.append(float(rewards.get(a, 0.0)))
         step += 1
         if on_step is not None:
             on_step(step)
+
+    play_episode(env, seed, act, after_step)
     return trajs
 
 
@@ -342,6 +360,54 @@ def select_best(
     return out, kept
 
 
+def _total_queue(m: Mapping[str, Any] | None) -> float | None:
+    """Mean queue at one intersection over an episode: the per-approach means summed."""
+    q = (m or {}).get("mean_queues")
+    return float(sum(q.values())) if isinstance(q, Mapping) else None
+
+
+def demo_quality(
+    rounds: Sequence[tuple[dict[str, AgentDemos], dict]],
+    kept: Mapping[str, Sequence[int]],
+    fixed: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Per intersection, the kept trajectories against fixed time on the mean queue (vehicles
+    halting on the approaches, mean over decision steps, summed over approaches; lower is better).
+
+    The selection (``select_best``) judges by the env's reward return, which for sumo-rl's
+    diff-waiting-time reward telescopes to the end state (a lucky final minute passes a bad
+    controller); the queue averages over the whole episode. ``agents[a]``: ``demos`` (mean over a's
+    kept rounds), ``fixed``, ``beats_fixed`` (demos <= fixed; None when not recorded); ``city``: the
+    same summed over the intersections, per kept round averaged over the rounds any agent kept.
+    """
+    fixed_agents = fixed.get("agents", {})
+    agents: dict[str, dict[str, Any]] = {}
+    for a, ks in kept.items():
+        qs = [_total_queue(rounds[k][1].get("agents", {}).get(a)) for k in ks if k < len(rounds)]
+        qs = [q for q in qs if q is not None]
+        fq = _total_queue(fixed_agents.get(a))
+        demo_q = float(np.mean(qs)) if qs else None
+        agents[a] = {"demos": demo_q, "fixed": fq,
+                     "beats_fixed": bool(demo_q <= fq) if demo_q is not None and fq is not None else None}
+    used = sorted({k for ks in kept.values() for k in ks if k < len(rounds)})
+    city_rounds = []
+    for k in used:
+        per = [_total_queue(m) for m in rounds[k][1].get("agents", {}).values()]
+        if per and all(q is not None for q in per):
+            city_rounds.append(float(sum(per)))
+    fixed_per = [_total_queue(m) for m in fixed_agents.values()]
+    city_fixed = float(sum(fixed_per)) if fixed_per and all(q is not None for q in fixed_per) else None
+    city_demo = float(np.mean(city_rounds)) if city_rounds else None
+    return {
+        "score": "mean queue per intersection (halting vehicles on its approaches, mean over "
+                 "decision steps); lower is better",
+        "city": {"demos": city_demo, "fixed": city_fixed,
+                 "beats_fixed": bool(city_demo <= city_fixed)
+                 if city_demo is not None and city_fixed is not None else None},
+        "agents": agents,
+    }
+
+
 # ---------------------------------------------------------------------------- progress
 class _Progress:
     """rich progress bar with the demonstrator's running totals (decisions, calls, cache hits,
@@ -385,7 +451,7 @@ class _Progress:
 
 # ---------------------------------------------------------------------------- main entry
 def generate_demos(
-    city: str,
+    city: "str | Scenario",
     llm: str = "auto",
     rounds: int = 3,
     seconds: int | None = None,
@@ -413,7 +479,8 @@ def run(cfg: DemoConfig) -> Path:
     if llm == "auto":
         llm, why = resolve_auto()
         log.info("demonstrator auto -> %s (%s)", llm, why)
-    out = cfg.out or Path("runs") / "demos" / f"{cfg.city}-{llm}-s{cfg.seed}"
+    city = cfg.city if isinstance(cfg.city, str) else cfg.city.city  # a name or a built Scenario
+    out = cfg.out or Path("runs") / "demos" / f"{city}-{llm}-s{cfg.seed}"
     out.mkdir(parents=True, exist_ok=True)
 
     env_opts = dict(cfg.env_options)
@@ -422,8 +489,8 @@ def run(cfg: DemoConfig) -> Path:
     env = make_env(cfg.city, seed=cfg.seed, **env_opts)
     agents = list(env.possible_agents)
     if not agents:
-        raise UserError(f"{cfg.city} has no controllable traffic lights: nothing to demonstrate.")
-    dem = make_demonstrator(llm, cache=cfg.cache or out / "answers.sqlite", model=cfg.model,
+        raise UserError(f"{city} has no controllable traffic lights: nothing to demonstrate.")
+    dem = make_demonstrator(llm, cache=cfg.cache or answer_cache_path(), model=cfg.model,
                             agents=agents, **cfg.llm_options)
     log.info("demonstrator: %s", dem.describe())
     if dem.name == "local":
@@ -432,7 +499,7 @@ def run(cfg: DemoConfig) -> Path:
         log.warning("note: %s", NEAR_CHANCE_NOTE)
 
     run_info = {
-        "version": DEMOS_VERSION, "city": cfg.city, "scenario_hash": env.scenario.hash,
+        "version": DEMOS_VERSION, "city": city, "scenario_hash": env.scenario.hash,
         "demonstrator": dem.name, "model": dem.model, "is_llm": dem.is_llm,
         "prompt_version": getattr(dem, "prompt_version", None), "seed": cfg.seed,
         "seconds": env.end - env.begin, "env": env.describe()["config"],
@@ -454,7 +521,7 @@ def run(cfg: DemoConfig) -> Path:
                 log.info("round %d already complete: %s", k + 1, _summary(loaded[1]))
                 continue
             before = dem.stats.as_dict()
-            bar.start(f"{cfg.city} round {k + 1}/{cfg.rounds} ({dem.name})")
+            bar.start(f"{city} round {k + 1}/{cfg.rounds} ({dem.name})")
             texts: list[dict] = []
             t0 = time.perf_counter()
             try:
@@ -501,6 +568,7 @@ def run(cfg: DemoConfig) -> Path:
         "keep": cfg.keep,
         "require_beat_fixed": cfg.require_beat_fixed,
         "agents_without_demos": sorted(set(agents) - set(best)),
+        "quality": demo_quality(done, kept, fixed),
         "obs_dims": {a: int(d.obs.shape[1]) if d.obs.ndim == 2 else 0 for a, d in best.items()},
     }
     if dem.name == "local":

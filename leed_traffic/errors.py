@@ -14,3 +14,7 @@ class UserError(Exception):
 
 class ScenarioError(UserError):
     """The city, OSM file, bounding box or demand cannot make a usable scenario."""
+
+
+class DemonstrationError(UserError, ValueError):
+    """A demonstration dataset that cannot be used here (missing, another format, another network)."""

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from leed_traffic.controllers import Controller, get_controller
-from leed_traffic.env import EnvConfig, LeedTrafficEnv
+from leed_traffic.env import EnvConfig, LeedTrafficEnv, play_episode
 from leed_traffic.fileio import atomic_write
 from leed_traffic.metrics import METRIC_COLUMNS, episode_metrics
 from leed_traffic.scenario import Scenario, build_scenario
@@ -41,37 +41,35 @@ def run_episode(
     )
     env = LeedTrafficEnv(scenario, EnvConfig(seed=seed, seconds=seconds, tripinfo=str(trip),
                                              sumo_args=sumo_args, **opts))
-    try:
-        obs, _ = env.reset(seed=seed)
-        if controller.decides and env.possible_agents:
-            while env.agents:
-                obs, *_ = env.step(controller.act(env, obs))
-        else:
-            env.run_to_end()
-        begin, end = env.begin, env.end
-    finally:
-        env.close()
-    m = episode_metrics(trip, [scenario.route_file(seed)], begin, end, summary=summ, statistics=stats)
+    play_episode(env, seed, (lambda obs: controller.act(env, obs)) if controller.decides else None)
+    m = episode_metrics(trip, [scenario.route_file(seed)], env.begin, env.end, summary=summ, statistics=stats)
     return {"controller": controller.name, "seed": seed, **m.as_dict()}
+
+
+def held_out_seeds(scenario: Scenario, n: int, first: int | None = None) -> list[int]:
+    """The ``n`` evaluation seeds: ``first, first+1, ...`` when ``first`` is given, else the
+    scenario's held-out seeds (never used for training) continued one by one after the last:
+    ``eval_seeds=(100, 101, 102)`` gives 100, 101, 102, 103, 104, ..."""
+    if first is not None:
+        return [first + i for i in range(n)]
+    base = list(scenario.eval_seeds)
+    return [base[i] if i < len(base) else base[-1] + i - len(base) + 1 for i in range(n)]
 
 
 def evaluate(
     city: str | Scenario, controllers: Sequence[str | Controller] = ALL_CLASSICAL, *, episodes: int = 1,
-    seconds: int | None = None, seed: int | None = None, out: Path | None = None,
-    env_options: dict[str, Any] | None = None, progress: bool = True,
+    seconds: int | None = None, seed: int | None = None, seeds: Sequence[int] | None = None,
+    out: Path | None = None, env_options: dict[str, Any] | None = None, progress: bool = True,
 ) -> pd.DataFrame:
     """Evaluate controllers over ``episodes`` seeds; write ``out/metrics.csv`` atomically.
 
-    Seeds are the scenario's held-out evaluation seeds (never used for training) unless ``seed``
-    is given, in which case episodes use ``seed, seed+1, ...``.
+    Seeds are ``held_out_seeds(scenario, episodes, seed)``: the scenario's held-out evaluation
+    seeds unless ``seed`` is given, in which case episodes use ``seed, seed+1, ...``. An explicit
+    ``seeds`` list overrides both (and ``episodes``).
     """
     scenario = city if isinstance(city, Scenario) else build_scenario(city)
     ctrls = [get_controller(c) if isinstance(c, str) else c for c in controllers]
-    if seed is not None:
-        seeds = [seed + i for i in range(episodes)]
-    else:
-        base = list(scenario.eval_seeds)
-        seeds = [base[i] if i < len(base) else base[-1] + i - len(base) + 1 for i in range(episodes)]
+    seeds = [int(s) for s in seeds] if seeds is not None else held_out_seeds(scenario, episodes, seed)
     rows: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="leed-eval-"))
     try:
@@ -96,21 +94,12 @@ def evaluate(
 
 
 ENV_DECIDING = ("max-pressure", "greedy")
-"""Classical controllers that decide through the env, so its phase rules (max green) apply to them."""
+"""Classical controllers that decide through the env, so its phase rules (max green) apply to them.
+
+A policy trained with ``enforce_max_green`` is compared with these under the same rule as well as
+with the controllers as they are (``pipeline.evaluate_classical``): the rule alone changes them a
+lot (max-pressure on helsinki)."""
 MAX_GREEN_SUFFIX = " (max green)"
-
-
-def evaluate_max_green(city: str | Scenario, *, episodes: int = 1, seconds: int | None = None,
-                       progress: bool = False) -> pd.DataFrame:
-    """The env-deciding classical controllers under a max-green rule, as "<name> (max green)" rows.
-
-    A policy trained with ``enforce_max_green`` is compared with these as well as with the
-    controllers as they are: the rule alone changes them a lot (max-pressure on helsinki).
-    """
-    df = evaluate(city, list(ENV_DECIDING), episodes=episodes, seconds=seconds,
-                  env_options={"enforce_max_green": True}, progress=progress)
-    df["controller"] = df["controller"] + MAX_GREEN_SUFFIX
-    return df
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> Path:
@@ -153,7 +142,7 @@ def check_demand(scenario: Scenario, seed: int | None = None, seconds: int | Non
     if tele > GRIDLOCK_FRACTION or never > GRIDLOCK_FRACTION:
         raise ScenarioError(
             f"The demand gridlocks {scenario.city} under fixed time ({tele:.0%} of vehicles teleported, "
-            f"{never:.0%} never got into the network); lower the demand (--veh-per-hour or the city's "
+            f"{never:.0%} never got into the network); lower the demand (--demand VEH_PER_H, or the city's "
             "scenarios/<city>.toml)."
         )
     return row

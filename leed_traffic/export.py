@@ -38,7 +38,6 @@ import csv
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -52,87 +51,13 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from leed_traffic.errors import UserError
+from leed_traffic.rundir import RunDir
 from leed_traffic.signal import red_state, yellow_state
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1
 PROGRAM_PREFIX = "leed_p"
-REQUIRED_RUN_FILES = ("config.json",)
-
-
-# ---------------------------------------------------------------------------------- the run
-@dataclass
-class RunInfo:
-    """A training run directory, validated: what export, gui, snapshot and report need."""
-
-    dir: Path
-    meta: dict[str, Any]
-    city: str
-    algo: str
-    scenario_hash: str
-    env_config: dict[str, Any]
-    seconds: int | None
-
-    @property
-    def env_options(self) -> dict[str, Any]:
-        """The options that change what the policy sees or does (as ``PolicyController`` replays)."""
-        from leed_traffic.policy_controller import REPLAYED_OPTIONS
-
-        return {k: self.env_config[k] for k in REPLAYED_OPTIONS if self.env_config.get(k) is not None}
-
-    def scenario(self):
-        """The run's own scenario (see ``scenario_for``)."""
-        return scenario_for(self.city, self.scenario_hash, f"{self.dir} was trained on")
-
-    def policy_controller(self):
-        from leed_traffic.policy_controller import PolicyController
-
-        return PolicyController.from_run(self.dir)
-
-
-def scenario_for(city: str, scenario_hash: str, what: str = "This was made for"):
-    """The scenario with this hash: its cached build if still there, else the city's current build
-    (refused when its hash differs: the network or the demand changed since)."""
-    from leed_traffic import scenario as scenario_mod
-
-    cached = scenario_mod.BUILD_DIR / f"{Path(city).name.split('.')[0]}-{scenario_hash}"
-    if scenario_hash and (cached / "scenario.json").is_file():
-        sc = scenario_mod.Scenario.load(cached)
-        if sc.hash == scenario_hash and sc.net_file.exists() and all(r.exists() for r in sc.route_files):
-            return sc
-    sc = scenario_mod.build_scenario(city)
-    if scenario_hash and sc.hash != scenario_hash:
-        raise UserError(
-            f"{what} scenario {scenario_hash} of {city}, but {city} now builds scenario {sc.hash} "
-            "(network or demand changed); retrain or re-export on the current scenario."
-        )
-    return sc
-
-
-def open_run(run_dir: str | Path, need_policy: bool = True) -> RunInfo:
-    """Validate a run directory; a missing or incomplete one raises a one-sentence ``UserError``."""
-    d = Path(run_dir)
-    if not d.is_dir():
-        raise UserError(f"Run directory {d} does not exist; pass the directory `leed-traffic train` wrote.")
-    missing = [f for f in REQUIRED_RUN_FILES if not (d / f).is_file()]
-    if need_policy and not (d / "policy.pt").is_file() and not any((d / "checkpoints").glob("ckpt_*.pt")):
-        missing.append("policy.pt (or checkpoints/ckpt_*.pt)")
-    if missing:
-        raise UserError(f"{d} is an incomplete training run: {', '.join(missing)} missing; "
-                        "finish or resume the run with `leed-traffic train --resume`.")
-    try:
-        meta = json.loads((d / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{d / 'config.json'} is unreadable ({exc}); the run directory is damaged.") from exc
-    env = meta.get("env", {})
-    city = env.get("city") or meta.get("city")
-    if not city:
-        raise UserError(f"{d / 'config.json'} names no city; the run directory is damaged.")
-    env_cfg = dict(env.get("env_config", {}))
-    seconds = env_cfg.get("seconds")
-    return RunInfo(d, meta, city, meta.get("config", {}).get("algo", "policy"), env.get("scenario_hash", ""),
-                   env_cfg, int(seconds) if seconds else None)
 
 
 # ---------------------------------------------------------------------------------- recording
@@ -378,44 +303,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def agent_actor(policy, agent: str):
-    """One agent's actor as a stand-alone module: obs [B, obs_dim] -> (logits [B, n_actions], action [B])."""
-    import torch
-    from torch import nn
-
-    i = policy.agents.index(agent)
-    spec = policy.specs[agent]
-    s = 0 if policy.share else i
-
-    class Actor(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.weights = nn.ParameterList([nn.Parameter(w[s].detach().clone(), requires_grad=False)
-                                             for w in policy.actor.weights])
-            self.biases = nn.ParameterList([nn.Parameter(b[s, 0].detach().clone(), requires_grad=False)
-                                            for b in policy.actor.biases])
-            self.pad = policy.max_obs - spec.obs_dim
-            self.share = bool(policy.share)
-            onehot = torch.zeros(len(policy.agents))
-            onehot[i] = 1.0
-            self.register_buffer("onehot", onehot)
-            self.n_actions = spec.n_actions
-
-        def forward(self, obs: torch.Tensor):
-            x = nn.functional.pad(obs, (0, self.pad))
-            if self.share:
-                x = torch.cat([x, self.onehot.expand(x.shape[0], -1)], dim=-1)
-            n = len(self.weights)
-            for k in range(n):
-                x = torch.matmul(x, self.weights[k]) + self.biases[k]
-                if k < n - 1:
-                    x = torch.tanh(x)
-            logits = x[:, : self.n_actions]
-            return logits, torch.argmax(logits, dim=-1)
-
-    return Actor().eval()
-
-
 def _policy_argmax(pol, agent: str, obs: np.ndarray) -> np.ndarray:
     """The live policy's most likely phase for ``agent`` on ``obs`` (other agents fed zeros)."""
     batch = {a: np.zeros((len(obs), d), dtype=np.float32) for a, d in zip(pol.agents, pol.obs_dims)}
@@ -474,7 +361,7 @@ def run_model(path: Path, obs: np.ndarray) -> np.ndarray:
         return model(torch.as_tensor(obs))[1].numpy()
 
 
-def observation_spec(env, run: RunInfo, models: dict[str, str]) -> dict[str, Any]:
+def observation_spec(env, run: RunDir, models: dict[str, str]) -> dict[str, Any]:
     """Per agent: observation layout with lane ids, actions -> signal states, timing rules."""
     cfg = env.config
     agents = {}
@@ -551,12 +438,6 @@ class PlanController:
 
 
 # ---------------------------------------------------------------------------------- export
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def export_run(run_dir: str | Path, out: str | Path | None = None, period_s: int = 900, force: bool = False,
                *, episodes: int = 1, controllers: Sequence[str] | None = None, evaluate_plan: bool = True,
                progress: bool = False) -> Path:
@@ -566,138 +447,125 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, period_s: int
     first one); classical controllers default to ``evaluate.ALL_CLASSICAL``; rows the run's own
     ``evaluation/metrics.csv`` already holds for the same seed are reused (same code, same seed).
     """
-    import pandas as pd
-
-    from leed_traffic.env import EnvConfig, LeedTrafficEnv
-    from leed_traffic.evaluate import ALL_CLASSICAL, run_episode, summarize
+    from leed_traffic.controllers import get_controller
+    from leed_traffic.evaluate import held_out_seeds
 
     if period_s <= 0:
         raise UserError(f"period_s must be positive (got {period_s}).")
-    run = open_run(run_dir)
-    final = Path(out) if out is not None else run.dir / "export"
+    run = RunDir.open(run_dir)
+    final = Path(out) if out is not None else run.export_dir
     if final.exists() and not force:
         raise UserError(f"{final} already exists; pass --force to overwrite it or --out another directory.")
     scenario = run.scenario()
-    policy = run.policy_controller()
-    seeds = [scenario.eval_seeds[i] if i < len(scenario.eval_seeds) else scenario.eval_seeds[-1] + i
-             for i in range(max(1, episodes))]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    work = Path(tempfile.mkdtemp(prefix="leed-export-"))
+    policy = get_controller("policy", run=run.path, sample=True)
+    seeds = held_out_seeds(scenario, max(1, episodes))
     t_start = time.time()
+    work = Path(tempfile.mkdtemp(prefix="leed-export-"))
     try:
-        # 1. replay the live policy on the first held-out seed, recording its phase changes
-        rec = RecordingController(policy)
-        rows = [run_episode(scenario, rec, seeds[0], seconds=run.seconds, workdir=work / "policy")]
-        rec.finish()
-        env = LeedTrafficEnv(scenario, EnvConfig(seconds=run.seconds, **run.env_options))
-        cfg = env.config
-        begin, end = env.begin, env.end
-        missing = [a for a in env.signals if a not in rec.records]
-        if missing:
-            raise UserError(f"The replay recorded no decision for {len(missing)} agent(s) ({missing[0]}, ...); "
-                            "the episode is shorter than one decision interval.")
-        # 2. per period fixed-time plans
-        bounds = [(begin + p * period_s, min(begin + (p + 1) * period_s, end))
-                  for p in range(int(math.ceil((end - begin) / period_s)))]
-        plans = {a: [period_plan(rec.records[a], p, t0, t1, yellow=cfg.yellow_time, all_red=cfg.all_red_time,
-                                 min_green=cfg.min_green, begin=begin, end=end)
-                     for p, (t0, t1) in enumerate(bounds)] for a in env.signals}
-        greens = {a: list(ts.topo.greens) for a, ts in env.signals.items()}
-        (tmp / "plans.add.xml").write_text(plans_xml(plans, greens, str(run.dir)))
-        trows = timing_rows(plans, env.topologies)
-        with open(tmp / "timings.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=TIMING_COLUMNS)
-            w.writeheader()
-            w.writerows(trows)
-        # 3. models + observation spec
-        fmt = "onnx" if onnx_available() else "torchscript"
-        (tmp / "models").mkdir()
-        models, checked, agree = {}, 0, 0
-        for a in env.signals:
-            actor = agent_actor(policy._policy.policy, a)
-            path = export_model(actor, env.observation_space(a).shape[0], tmp / "models" / _safe(a), fmt)
-            models[a] = f"models/{path.name}"
-            r = rec.records[a]
-            if r.obs:
-                try:
-                    got = run_model(path, np.stack(r.obs))
-                except ImportError:  # onnx without onnxruntime: exported, not checked
-                    continue
-                want = _policy_argmax(policy._policy.policy, a, np.stack(r.obs))
-                checked += len(r.obs)
-                agree += int(np.sum(got == want))
-        if checked and agree != checked:
-            raise RuntimeError(f"exported models disagree with the policy on {checked - agree} of {checked} decisions")
-        spec = observation_spec(env, run, models)
-        (tmp / "obs_spec.json").write_text(json.dumps(spec, indent=1))
-        # 4. the plan next to the live policy and the classical controllers
-        plan_ctrl = PlanController(tmp / "plans.add.xml", f"{run.algo}-plan", run.scenario_hash)
-        reuse = _previous_rows(run, seeds)
-        names = list(ALL_CLASSICAL if controllers is None else controllers)
-        if evaluate_plan:
-            from leed_traffic.controllers import get_controller
-
-            for s in seeds[1:]:
-                rows.append(reuse.get((run.algo, s)) or run_episode(scenario, policy, s, seconds=run.seconds,
-                                                                    workdir=work / "policy"))
-            for s in seeds:
-                rows.append(run_episode(scenario, plan_ctrl, s, seconds=run.seconds, workdir=work / "plan"))
-            for n in names:
-                c = get_controller(n)
-                for s in seeds:
-                    row = reuse.get((c.name, s))
-                    rows.append(dict(row) if row else run_episode(scenario, c, s, seconds=run.seconds,
-                                                                  workdir=work / c.name))
-        df = pd.DataFrame(rows)
-        df.to_csv(tmp / "episodes.csv", index=False)
-        summ = summarize(df)
-        summ.to_csv(tmp / "comparison.csv", index=False)
-        meta = {
-            "format": EXPORT_FORMAT, "run": str(run.dir.resolve()), "city": run.city, "algo": run.algo,
-            "scenario_hash": run.scenario_hash, "net_file": str(scenario.net_file),
-            "route_file": str(scenario.route_file(seeds[0])), "replay_seed": seeds[0], "eval_seeds": seeds,
-            "begin": begin, "end": end, "period_s": period_s, "periods": len(bounds),
-            "agents": len(plans), "model_format": fmt, "models_checked_decisions": checked,
-            "decision_interval_s": cfg.delta_time, "yellow_s": cfg.yellow_time, "all_red_s": cfg.all_red_time,
-            "min_green_s": cfg.min_green, "wall_s": round(time.time() - t_start, 1),
-            "sumo_command": f"sumo -n {scenario.net_file} -r {scenario.route_file(seeds[0])} -a plans.add.xml "
-                            f"-b {begin} -e {end}",
-        }
-        (tmp / "export.json").write_text(json.dumps(meta, indent=1))
-        _commit(tmp, final, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with run.build_dir(final, replace=force) as tmp:
+            _write_export(tmp, work, run, scenario, policy, seeds, period_s=period_s, controllers=controllers,
+                          evaluate_plan=evaluate_plan, t_start=t_start)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
 
 
-def _previous_rows(run: RunInfo, seeds: Sequence[int]) -> dict[tuple[str, int], dict]:
-    """Rows of the run's own held-out evaluation (``RUN/evaluation/metrics.csv``) for these seeds."""
-    path = run.dir / "evaluation" / "metrics.csv"
-    if not path.is_file():
-        return {}
+def _write_export(tmp: Path, work: Path, run: RunDir, scenario, policy, seeds: list[int], *, period_s: int,
+                  controllers: Sequence[str] | None, evaluate_plan: bool, t_start: float) -> None:
+    """Everything ``export_run`` writes, into the temporary directory it then renames into place."""
     import pandas as pd
 
-    try:
-        df = pd.read_csv(path)
-    except Exception:  # noqa: BLE001 - an unreadable old file only costs a re-run
+    from leed_traffic.controllers import get_controller
+    from leed_traffic.env import EnvConfig, LeedTrafficEnv
+    from leed_traffic.evaluate import ALL_CLASSICAL, run_episode, summarize
+
+    # 1. replay the live policy on the first held-out seed, recording its phase changes
+    rec = RecordingController(policy)
+    rows = [run_episode(scenario, rec, seeds[0], seconds=run.seconds, workdir=work / "policy")]
+    rec.finish()
+    env = LeedTrafficEnv(scenario, EnvConfig(seconds=run.seconds, **run.env_options))
+    cfg = env.config
+    begin, end = env.begin, env.end
+    missing = [a for a in env.signals if a not in rec.records]
+    if missing:
+        raise UserError(f"The replay recorded no decision for {len(missing)} agent(s) ({missing[0]}, ...); "
+                        "the episode is shorter than one decision interval.")
+    # 2. per period fixed-time plans
+    bounds = [(begin + p * period_s, min(begin + (p + 1) * period_s, end))
+              for p in range(int(math.ceil((end - begin) / period_s)))]
+    plans = {a: [period_plan(rec.records[a], p, t0, t1, yellow=cfg.yellow_time, all_red=cfg.all_red_time,
+                             min_green=cfg.min_green, begin=begin, end=end)
+                 for p, (t0, t1) in enumerate(bounds)] for a in env.signals}
+    greens = {a: list(ts.topo.greens) for a, ts in env.signals.items()}
+    (tmp / "plans.add.xml").write_text(plans_xml(plans, greens, str(run.dir)))
+    trows = timing_rows(plans, env.topologies)
+    with open(tmp / "timings.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=TIMING_COLUMNS)
+        w.writeheader()
+        w.writerows(trows)
+    # 3. models + observation spec
+    fmt = "onnx" if onnx_available() else "torchscript"
+    (tmp / "models").mkdir()
+    models, checked, agree = {}, 0, 0
+    for a in env.signals:
+        actor = policy.policy.actor_module(a, with_action=True)
+        path = export_model(actor, env.observation_space(a).shape[0], tmp / "models" / _safe(a), fmt)
+        models[a] = f"models/{path.name}"
+        r = rec.records[a]
+        if r.obs:
+            try:
+                got = run_model(path, np.stack(r.obs))
+            except ImportError:  # onnx without onnxruntime: exported, not checked
+                continue
+            want = _policy_argmax(policy.policy, a, np.stack(r.obs))
+            checked += len(r.obs)
+            agree += int(np.sum(got == want))
+    if checked and agree != checked:
+        raise RuntimeError(f"exported models disagree with the policy on {checked - agree} of {checked} decisions")
+    spec = observation_spec(env, run, models)
+    (tmp / "obs_spec.json").write_text(json.dumps(spec, indent=1))
+    # 4. the plan next to the live policy and the classical controllers
+    plan_ctrl = PlanController(tmp / "plans.add.xml", f"{run.algo}-plan", run.scenario_hash)
+    reuse = _previous_rows(run, seeds)
+    names = list(ALL_CLASSICAL if controllers is None else controllers)
+    if evaluate_plan:
+        from leed_traffic.controllers import get_controller
+
+        for s in seeds[1:]:
+            rows.append(reuse.get((run.algo, s)) or run_episode(scenario, policy, s, seconds=run.seconds,
+                                                                workdir=work / "policy"))
+        for s in seeds:
+            rows.append(run_episode(scenario, plan_ctrl, s, seconds=run.seconds, workdir=work / "plan"))
+        for n in names:
+            c = get_controller(n)
+            for s in seeds:
+                row = reuse.get((c.name, s))
+                rows.append(dict(row) if row else run_episode(scenario, c, s, seconds=run.seconds,
+                                                              workdir=work / c.name))
+    df = pd.DataFrame(rows)
+    df.to_csv(tmp / "episodes.csv", index=False)
+    summ = summarize(df)
+    summ.to_csv(tmp / "comparison.csv", index=False)
+    meta = {
+        "format": EXPORT_FORMAT, "run": str(run.dir.resolve()), "city": run.city, "algo": run.algo,
+        "scenario_hash": run.scenario_hash, "net_file": str(scenario.net_file),
+        "route_file": str(scenario.route_file(seeds[0])), "replay_seed": seeds[0], "eval_seeds": seeds,
+        "begin": begin, "end": end, "period_s": period_s, "periods": len(bounds),
+        "agents": len(plans), "model_format": fmt, "models_checked_decisions": checked,
+        "decision_interval_s": cfg.delta_time, "yellow_s": cfg.yellow_time, "all_red_s": cfg.all_red_time,
+        "min_green_s": cfg.min_green, "wall_s": round(time.time() - t_start, 1),
+        "sumo_command": f"sumo -n {scenario.net_file} -r {scenario.route_file(seeds[0])} -a plans.add.xml "
+                        f"-b {begin} -e {end}",
+    }
+    (tmp / "export.json").write_text(json.dumps(meta, indent=1))
+
+
+def _previous_rows(run: RunDir, seeds: Sequence[int]) -> dict[tuple[str, int], dict]:
+    """Rows of the run's own held-out evaluation (``RUN/evaluation/metrics.csv``) for these seeds."""
+    df = run.read_table(run.evaluation_path)  # an unreadable old file only costs a re-run
+    if df is None:
         return {}
     return {(r["controller"], int(r["seed"])): r for r in df.to_dict("records") if int(r["seed"]) in seeds}
-
-
-def _commit(tmp: Path, final: Path, force: bool) -> None:
-    if final.exists():
-        if not force:
-            raise UserError(f"{final} already exists; pass --force to overwrite it or --out another directory.")
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def read_timings(export_dir: str | Path) -> list[dict[str, str]]:
@@ -705,4 +573,4 @@ def read_timings(export_dir: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-__all__ = ["PlanController", "RunInfo", "export_run", "open_run", "read_timings"]
+__all__ = ["PlanController", "export_run", "read_timings"]

@@ -10,6 +10,7 @@ route file and charged ``end - intended depart`` (they waited the whole time): t
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +40,20 @@ class EpisodeMetrics:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def honest_mean_delay(inserted_delay_sum: float, inserted: int, never_inserted_waits: Iterable[float]) -> float:
+    """The honest delay, s/vehicle, over every vehicle due to depart before the episode's end.
+
+    ``inserted_delay_sum``: timeLoss + departDelay summed over the ``inserted`` vehicles that got
+    into the network (finished or still running: for those, their time loss so far); each
+    never-inserted vehicle adds its wait ``end - intended depart`` (``never_inserted_waits``). The
+    one definition behind evaluation (``episode_metrics``, from tripinfo) and the training curve
+    (``env.LeedTrafficEnv.honest_delay``, from the live simulation at the episode's end).
+    """
+    waits = list(never_inserted_waits)
+    n = inserted + len(waits)
+    return float((inserted_delay_sum + sum(waits)) / n) if n else 0.0
 
 
 def _iter(path: Path, tags: tuple[str, ...]):
@@ -99,14 +114,14 @@ def episode_metrics(
         if float(el.get("arrival", -1)) >= 0:
             arrived += 1
     never = [v for v in departs if v not in delay]
-    honest = list(delay.values()) + [end - departs[v] for v in never]
     resco = list(delay.values()) + [end - departs[v] for v in never if v not in trip_ids]
 
     def mean(xs: list[float]) -> float:
         return float(sum(xs) / len(xs)) if xs else 0.0
 
     return EpisodeMetrics(
-        mean_delay=mean(honest), mean_travel_time=mean(travel), mean_waiting_time=mean(waiting),
+        mean_delay=honest_mean_delay(sum(delay.values()), len(delay), (end - departs[v] for v in never)),
+        mean_travel_time=mean(travel), mean_waiting_time=mean(waiting),
         mean_queue=read_mean_queue(summary), throughput=arrived, teleports=read_teleports(statistics),
         vehicles=len(set(departs) | set(delay)), never_inserted=len(never), resco_delay=mean(resco),
     )

@@ -3,28 +3,30 @@
 The conversion follows the reference conversion the project's agent counts were measured with
 (see README): OSM typemaps, guessed and joined signals, joined junctions, passenger roads only.
 Builds go to a temporary directory that is renamed when complete, so an interrupted or failed
-build never leaves a half-written network in ``networks/build/``.
+build never leaves a half-written network in the cache (``paths.networks_build_dir()``, in the user
+cache directory: nothing is written under the source tree or the installed package).
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from leed_traffic.cities import NETWORKS_DIR, CitySpec, resco_dir
+from leed_traffic import paths
+from leed_traffic.cities import CitySpec, osm_format, resco_dir
 from leed_traffic.errors import ScenarioError, UserError
+from leed_traffic.fileio import atomic_dir, atomic_write, atomic_write_json, atomic_write_text
 from leed_traffic.sumo_env import sumo_binary, sumo_home
 
 log = logging.getLogger(__name__)
 
-BUILD_DIR = NETWORKS_DIR / "build"
 BUILD_VERSION = "1"  # bump to invalidate every cached network after changing the conversion code
 
 NETCONVERT_FLAGS: tuple[str, ...] = (
@@ -64,27 +66,38 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_dir(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+def _pbf_to_xml(src: Path, tmp: Path) -> None:
+    import osmium
+
+    # formats given explicitly: osmium would guess them from the names (``city.dat``, a temp name)
+    with osmium.SimpleWriter(osmium.io.File(str(tmp), "osm"), overwrite=True) as writer:
+        for obj in osmium.FileProcessor(osmium.io.File(str(src), "pbf")):
+            writer.add(obj)
 
 
-def _commit_dir(tmp: Path, final: Path) -> None:
-    if final.exists():  # a concurrent build finished first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    os.replace(tmp, final)
+def _decompress(opener, src: Path, tmp: Path) -> None:
+    with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def to_osm_xml(src: Path, dst: Path) -> Path:
-    """Convert a PBF/bz2 extract to plain OSM XML with pyosmium (netconvert reads neither)."""
-    import osmium
+    """Write ``src`` as plain OSM XML to ``dst`` (netconvert reads neither PBF nor bz2).
 
+    The format comes from the content (``osm_format``), not the name: PBF through pyosmium,
+    gzip/bz2 by decompressing the XML unchanged, plain XML copied.
+    """
+    src, dst = Path(src), Path(dst)
+    fmt = osm_format(src)
     try:
-        with osmium.SimpleWriter(str(dst)) as writer:
-            for obj in osmium.FileProcessor(str(src)):
-                writer.add(obj)
-    except RuntimeError as exc:
+        if fmt == "pbf":
+            atomic_write(dst, lambda tmp: _pbf_to_xml(src, tmp))
+        elif fmt == "xml.gz":
+            atomic_write(dst, lambda tmp: _decompress(gzip.open, src, tmp))
+        elif fmt == "xml.bz2":
+            atomic_write(dst, lambda tmp: _decompress(bz2.open, src, tmp))
+        else:
+            atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+    except (RuntimeError, OSError, EOFError) as exc:
         raise UserError(f"Could not read OSM file {src} ({exc}); is it a valid OSM extract?") from exc
     return dst
 
@@ -108,24 +121,26 @@ def download_place(place: str, dst: Path) -> Path:
             f"Could not download {place!r} with osmnx ({type(exc).__name__}: {exc}); "
             "check the place name and your internet connection, or pass a local OSM file."
         ) from exc
-    tmp = dst.with_name(dst.name + ".part")
-    ox.io.save_graph_xml(graph, tmp)
-    os.replace(tmp, dst)
+    atomic_write(dst, lambda tmp: ox.io.save_graph_xml(graph, tmp))
     return dst
 
 
 def osm_input(spec: CitySpec) -> Path:
     """The OSM file the city is built from, downloading it first for ``place:`` cities."""
     if spec.place is not None:
-        dst = BUILD_DIR / "downloads" / f"{spec.name}.osm.xml"
+        dst = paths.downloads_dir() / f"{spec.name}.osm.xml"
         if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
             log.info("downloading %r with osmnx", spec.place)
             download_place(spec.place, dst)
         return dst
     if spec.source is None or not Path(spec.source).exists():
         raise UserError(f"OSM extract {spec.source} for {spec.name!r} is missing; check the path.")
     return Path(spec.source)
+
+
+def network_dir(city: str, net_hash: str) -> Path:
+    """The cache folder of one converted network (may not exist yet)."""
+    return paths.networks_build_dir() / f"{city}-{net_hash}"
 
 
 def netconvert_options(spec: CitySpec) -> list[str]:
@@ -149,7 +164,7 @@ def build_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
     key.update(_file_digest(src).encode())
     key.update(json.dumps([BUILD_VERSION, [o.replace(str(sumo_home()), "$SUMO_HOME") for o in opts]]).encode())
     digest = key.hexdigest()[:16]
-    final = BUILD_DIR / f"{spec.name}-{digest}"
+    final = network_dir(spec.name, digest)
     net_file = final / f"{spec.name}.net.xml"
     if force and final.exists():
         shutil.rmtree(final)
@@ -157,16 +172,13 @@ def build_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
         meta = json.loads((final / "network.json").read_text())
         return NetworkBuild(spec.name, net_file, digest, int(meta["n_traffic_lights"]))
 
-    tmp = _atomic_dir(final)
-    try:
-        osm = src
-        lower = src.name.lower()
-        if lower.endswith((".pbf", ".bz2")):
-            osm = to_osm_xml(src, tmp / f"{spec.name}.osm.xml")
+    # netconvert reads plain OSM XML only; other formats are converted by content, not by name
+    with atomic_dir(final, exists="keep") as tmp:
+        osm = src if osm_format(src) == "xml" else to_osm_xml(src, tmp / f"{spec.name}.osm.xml")
         out = tmp / f"{spec.name}.net.xml"
         cmd = [sumo_binary("netconvert"), "--osm-files", str(osm), *opts, "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        (tmp / "netconvert.log").write_text(" ".join(cmd) + "\n\n" + proc.stdout + proc.stderr)
+        atomic_write_text(tmp / "netconvert.log", " ".join(cmd) + "\n\n" + proc.stdout + proc.stderr)
         if "No edges loaded" in proc.stderr:
             where = f" inside the bbox {spec.bbox}" if spec.bbox else ""
             raise ScenarioError(f"{src.name} has no drivable roads{where}; choose a larger area or another bbox.")
@@ -184,21 +196,17 @@ def build_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
                 f"{src.name} has no traffic light to control after conversion; "
                 "choose an extract with signalized intersections (OSM highway=traffic_signals)."
             )
-        (tmp / "network.json").write_text(
-            json.dumps({"city": spec.name, "source": str(src), "hash": digest, "n_edges": n_edges,
-                        "n_traffic_lights": n_tls, "netconvert_options": opts}, indent=2)
-        )
-        _commit_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_json(tmp / "network.json", {
+            "city": spec.name, "source": str(src), "hash": digest, "n_edges": n_edges,
+            "n_traffic_lights": n_tls, "netconvert_options": opts,
+        }, sort_keys=False)
     return NetworkBuild(spec.name, net_file, digest, n_tls)
 
 
 def _count_edges_and_lights(net_file: Path) -> tuple[int, int]:
-    import sumolib
+    from leed_traffic.netfile import read_net
 
-    net = sumolib.net.readNet(str(net_file), withPrograms=True)
+    net = read_net(net_file)
     edges = [e for e in net.getEdges() if e.getFunction() != "internal"]
     return len(edges), len(net.getTrafficLights())
 
@@ -228,15 +236,8 @@ def green_states(phase_states: list[str]) -> list[str]:
 
 def controllable_lights(net_file: Path) -> list[str]:
     """Traffic lights that become agents: at least two distinct green phases."""
-    import sumolib
+    from leed_traffic.netfile import tls_programs
 
-    net = sumolib.net.readNet(str(net_file), withPrograms=True)
-    agents = []
-    for tls in net.getTrafficLights():
-        programs = tls.getPrograms()
-        if not programs:
-            continue
-        program = programs[sorted(programs)[0]]
-        if len(green_states([p.state for p in program.getPhases()])) >= 2:
-            agents.append(tls.getID())
+    agents = [tls_id for tls_id, program in tls_programs(net_file)
+              if len(green_states([p.state for p in program.getPhases()])) >= 2]
     return sorted(agents)

@@ -3,7 +3,13 @@
 The default reproduces sumo-rl's (a test checks the values are equal): green-phase one-hot,
 a min-green flag, per incoming lane density and queue, each scaled by the lane's capacity
 ``length / (minGap + mean vehicle length)`` and capped at 1. Lane data come from the env's lane
-table, filled by one batched libsumo subscription read per decision step.
+table (``env.LaneTable``), refreshed once per decision step: on libsumo with direct getters, only
+for the lanes that hold a vehicle; over TraCI (``use_gui``) with one subscription read.
+
+``backlog`` and ``pressure-backlog`` add what the lanes of the default cannot see (issue 12): the
+vehicles waiting to enter the network on each incoming edge or upstream of it (SUMO's insertion
+backlog, ``env.InsertionBacklog``) and the outgoing lanes' occupancy and halting (spillback from
+the links downstream, which blocks the agent's own movements).
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ class ObservationFunction(Protocol):
     def __call__(self, ts: "TrafficSignal", env: "LeedTrafficEnv") -> np.ndarray: ...
 
 
+def _phase_head(out: np.ndarray, ts: "TrafficSignal", env: "LeedTrafficEnv") -> None:
+    """Green-phase one-hot and min-green flag into ``out[:num_green_phases + 1]`` (zeroed already)."""
+    out[ts.green_phase] = 1.0
+    out[ts.num_green_phases] = 0.0 if ts.time_since_change(env.sim_time) < ts.min_green + ts.yellow_time else 1.0
+
+
 class DefaultObservation:
     """sumo-rl's default: [phase one-hot, min-green flag, lane densities, lane queues]."""
 
@@ -33,8 +45,7 @@ class DefaultObservation:
 
     def __call__(self, ts: "TrafficSignal", env: "LeedTrafficEnv") -> np.ndarray:
         out = np.zeros(ts.num_green_phases + 1 + 2 * len(ts.in_idx), dtype=np.float32)
-        out[ts.green_phase] = 1.0
-        out[ts.num_green_phases] = 0.0 if ts.time_since_change(env.sim_time) < ts.min_green + ts.yellow_time else 1.0
+        _phase_head(out, ts, env)
         k = ts.num_green_phases + 1
         n = len(ts.in_idx)
         out[k : k + n] = env.lanes.density[ts.in_idx]
@@ -54,9 +65,97 @@ class PressureObservation(DefaultObservation):
         return np.concatenate([base, env.phase_pressures(ts).astype(np.float32) / 20.0])
 
 
+BACKLOG_SCALE = 10.0
+"""Waiting-to-insert vehicles per observation unit."""
+BACKLOG_CLIP = 5.0
+"""The scaled backlog is capped here (50 vehicles): beyond that an approach is hopelessly jammed
+either way, and the cap keeps one entry from dwarfing the lane features in [0, 1]."""
+
+
+class _BacklogFeatures:
+    """Per decision, one float32 vector shared by every agent: [density of each lane in the env's
+    lane table, queue of each lane, scaled backlog of each slot]. An agent's features are then a
+    single fancy index into it (indices built once per agent), which keeps ``backlog`` about as
+    cheap per agent as the default. Rebuilt when the lane table has been refreshed."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int] | None = None
+        self.vec = np.zeros(0, dtype=np.float32)
+        self._idx: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def vector(self, env: "LeedTrafficEnv") -> np.ndarray:
+        key = (id(env.lanes), env.lanes.version)
+        if key != self._key:
+            lanes = env.lanes
+            self.vec = np.concatenate([
+                lanes.density, lanes.queue, np.minimum(env.backlog() / BACKLOG_SCALE, BACKLOG_CLIP),
+            ]).astype(np.float32)
+            self._key = key
+        return self.vec
+
+    def index(self, ts: "TrafficSignal", env: "LeedTrafficEnv") -> tuple[np.ndarray, np.ndarray]:
+        """(default part: in-lane density then queue; extras: backlog per in edge, out-lane density, queue)."""
+        idx = self._idx.get(ts.id)
+        if idx is None:
+            n = len(env.lanes.ids)
+            idx = self._idx[ts.id] = (
+                np.concatenate([ts.in_idx, n + ts.in_idx]),
+                np.concatenate([2 * n + ts.backlog_idx, ts.out_idx, n + ts.out_idx]),
+            )
+        return idx
+
+
+def _extras_size(ts: "TrafficSignal") -> int:
+    return len(ts.backlog_idx) + 2 * len(ts.out_idx)
+
+
+class BacklogObservation(DefaultObservation):
+    """sumo-rl's default, then per incoming edge (``ts.topo.in_edges`` order) the vehicles waiting
+    to be inserted there or upstream (``env.backlog()``) / ``BACKLOG_SCALE``, capped at
+    ``BACKLOG_CLIP``, then per outgoing lane (``ts.topo.out_lanes``) density and queue, scaled by
+    lane capacity as the incoming ones (spillback). Fixed size per agent."""
+
+    def __init__(self) -> None:
+        self._features = _BacklogFeatures()
+
+    def space(self, ts: "TrafficSignal") -> spaces.Box:
+        base = super().space(ts)
+        nb, no = len(ts.backlog_idx), len(ts.out_idx)
+        high = np.concatenate([base.high, np.full(nb, BACKLOG_CLIP), np.ones(2 * no)]).astype(np.float32)
+        return spaces.Box(low=np.zeros_like(high), high=high)
+
+    def __call__(self, ts: "TrafficSignal", env: "LeedTrafficEnv") -> np.ndarray:
+        vec = self._features.vector(env)
+        lanes, extras = self._features.index(ts, env)
+        k = ts.num_green_phases + 1
+        out = np.zeros(k + len(lanes) + len(extras), dtype=np.float32)
+        _phase_head(out, ts, env)
+        out[k : k + len(lanes)] = vec[lanes]
+        out[k + len(lanes) :] = vec[extras]
+        return out
+
+
+class PressureBacklogObservation(PressureObservation):
+    """The pressure observation, then the same extras as ``backlog`` (backlog per incoming edge,
+    outgoing-lane density and queue)."""
+
+    def __init__(self) -> None:
+        self._features = _BacklogFeatures()
+
+    def space(self, ts: "TrafficSignal") -> spaces.Box:
+        n = super().space(ts).shape[0] + _extras_size(ts)
+        return spaces.Box(low=-np.ones(n, dtype=np.float32) * np.inf, high=np.ones(n, dtype=np.float32) * np.inf)
+
+    def __call__(self, ts: "TrafficSignal", env: "LeedTrafficEnv") -> np.ndarray:
+        vec = self._features.vector(env)
+        return np.concatenate([super().__call__(ts, env), vec[self._features.index(ts, env)[1]]])
+
+
 OBSERVATIONS: dict[str, Callable[[], ObservationFunction]] = {
     "default": DefaultObservation,
     "pressure": PressureObservation,
+    "backlog": BacklogObservation,
+    "pressure-backlog": PressureBacklogObservation,
 }
 
 

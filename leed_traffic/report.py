@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import math
 import os
@@ -38,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from leed_traffic.errors import UserError
-from leed_traffic.export import RunInfo, open_run
+from leed_traffic.fileio import atomic_write, atomic_write_text
+from leed_traffic.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +48,7 @@ CLASSICAL_STYLE = {"fixed": "#7f7f7f", "webster": "#1f77b4", "actuated": "#2ca02
 
 
 # ---------------------------------------------------------------------------------- data
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        return None
-    return df if len(df) else None
-
-
-def find_baseline_runs(run: RunInfo) -> list[RunInfo]:
+def find_baseline_runs(run: RunDir) -> list[RunDir]:
     """Sibling runs of the same city and scenario trained with IPPO (for the curves)."""
     out = []
     if run.algo == "ippo":
@@ -67,7 +57,7 @@ def find_baseline_runs(run: RunInfo) -> list[RunInfo]:
         if d == run.dir or not (d / "config.json").is_file() or not (d / "metrics.csv").is_file():
             continue
         try:
-            other = open_run(d, need_policy=False)
+            other = RunDir.open(d, need_policy=False)
         except UserError:
             continue
         if other.algo == "ippo" and other.city == run.city and other.scenario_hash == run.scenario_hash:
@@ -87,9 +77,9 @@ def edge_delays(edgedata: Path) -> dict[str, tuple[float, float]]:
     return out
 
 
-def intersection_delays(run: RunInfo, scenario, seed: int | None = None, work: Path | None = None) -> pd.DataFrame:
+def intersection_delays(run: RunDir, scenario, seed: int | None = None, work: Path | None = None) -> pd.DataFrame:
     """Per agent: mean delay on its approaches (s/veh) under fixed time and under the policy."""
-    from leed_traffic.controllers import FixedTime
+    from leed_traffic.controllers import FixedTime, get_controller
     from leed_traffic.env import EnvConfig, LeedTrafficEnv
     from leed_traffic.evaluate import run_episode
 
@@ -101,7 +91,7 @@ def intersection_delays(run: RunInfo, scenario, seed: int | None = None, work: P
     work = Path(tempfile.mkdtemp(prefix="leed-report-")) if own else work
     try:
         cols: dict[str, dict[str, float]] = {}
-        for label, ctrl in (("fixed", FixedTime()), ("policy", run.policy_controller())):
+        for label, ctrl in (("fixed", FixedTime()), ("policy", get_controller("policy", run=run.path))):
             ed = work / f"{label}.edgedata.xml"
             run_episode(scenario, ctrl, seed, seconds=run.seconds, workdir=work / label,
                         env_options={"sumo_args": ("--edgedata-output", str(ed))})
@@ -140,11 +130,10 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight"))
+    finally:
+        _plt().close(fig)
 
 
 def agent_positions(net, agents: Sequence[str]) -> dict[str, tuple[float, float]]:
@@ -167,12 +156,12 @@ def agent_positions(net, agents: Sequence[str]) -> dict[str, tuple[float, float]
 
 
 def map_figure(scenario, agents: Sequence[str], path: Path, change: dict[str, float] | None = None) -> Path:
-    from leed_traffic.env import _read_net
+    from leed_traffic.netfile import read_net
 
     plt = _plt()
     from matplotlib.collections import LineCollection
 
-    net = _read_net(str(scenario.net_file))
+    net = read_net(str(scenario.net_file))
     segs, widths = [], []
     for e in net.getEdges():
         if e.getFunction() == "internal":
@@ -212,13 +201,13 @@ def _smooth(y: pd.Series, n: int) -> pd.Series:
     return y.rolling(w, min_periods=1).mean() if w > 1 else y
 
 
-def curves_figure(run: RunInfo, metrics: pd.DataFrame, path: Path, baselines: Sequence[tuple[str, pd.DataFrame]],
+def curves_figure(run: RunDir, metrics: pd.DataFrame, path: Path, baselines: Sequence[tuple[str, pd.DataFrame]],
                   comparison: pd.DataFrame | None) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     series = [(run.algo, metrics, "#d62728")] + [(n, m, "#ff7f0e") for n, m in baselines]
     for col, (ylab, key) in enumerate((("episode return (sum over agents)", "return"),
-                                       ("mean trip delay in training (s/vehicle)", "mean_delay"))):
+                                       ("mean delay in training, never-inserted vehicles charged (s/vehicle)", "mean_delay"))):
         for row, (xlab, xkey) in enumerate((("environment steps (decisions)", "env_steps"), ("wall time (s)", "wall_time"))):
             ax = axes[row, col]
             for name, m, colour in series:
@@ -376,33 +365,30 @@ def write_report(run_dir: str | Path, *, baselines: Sequence[str | Path] | None 
     sibling IPPO run of the same scenario if there is one. ``per_intersection=False`` skips the
     two simulations behind the per-intersection section (when no cached table exists).
     """
-    run = open_run(run_dir, need_policy=per_intersection)
-    metrics = _read_csv(run.dir / "metrics.csv")
+    run = RunDir.open(run_dir, need_policy=per_intersection)
+    metrics = run.read_table(run.metrics_path)
     if metrics is None:
         raise UserError(f"{run.dir} is an incomplete training run: metrics.csv is missing or has no episode yet; "
                         "let the training finish at least one episode.")
-    updates = _read_csv(run.dir / "updates.csv")
-    comparison = _read_csv(run.dir / "comparison.csv")
-    export_cmp = _read_csv(run.dir / "export" / "comparison.csv")
-    demos_file = run.dir / "demos" / "metrics.json"
-    demos = json.loads(demos_file.read_text()) if demos_file.is_file() else None
-    base_runs = ([open_run(b, need_policy=False) for b in baselines] if baselines is not None
+    updates = run.read_table(run.updates_path)
+    comparison = run.read_table(run.comparison_csv)
+    export_cmp = run.read_table(run.export_dir / "comparison.csv")
+    demos = run.read_json(f"{run.demos_dir.name}/metrics.json")
+    base_runs = ([RunDir.open(b, need_policy=False) for b in baselines] if baselines is not None
                  else find_baseline_runs(run))
     scenario = run.scenario()
 
-    figdir = run.dir / "report"
+    figdir = run.report_dir
     figdir.mkdir(exist_ok=True)
     inter = None
     cache = figdir / INTERSECTIONS_CSV
     if cache.is_file():
-        inter = _read_csv(cache)
+        inter = run.read_table(cache)
         if inter is not None and set(inter["intersection_id"].astype(str)) != set(scenario.agents):
             inter = None
     if inter is None and per_intersection:
         inter = intersection_delays(run, scenario)
-        tmp = cache.with_name(f".{cache.name}.tmp")
-        inter.to_csv(tmp, index=False)
-        os.replace(tmp, cache)
+        run.write_table(cache, inter)
 
     doc = _Doc(figdir, run.dir)
     doc.h(1, f"{run.city}: {run.algo} traffic-signal control")
@@ -422,7 +408,7 @@ def write_report(run_dir: str | Path, *, baselines: Sequence[str | Path] | None 
           note=True)
 
     doc.h(2, "Learning curves")
-    base_frames = [(f"{b.algo} ({b.dir.name})", m) for b in base_runs if (m := _read_csv(b.dir / "metrics.csv")) is not None]
+    base_frames = [(f"{b.algo} ({b.dir.name})", m) for b in base_runs if (m := b.read_table(b.metrics_path)) is not None]
     cmp_all = comparison
     if export_cmp is not None:
         extra = export_cmp[export_cmp["controller"].astype(str).str.endswith("-plan")]
@@ -483,13 +469,11 @@ def write_report(run_dir: str | Path, *, baselines: Sequence[str | Path] | None 
     else:
         doc.p("Skipped (per_intersection=False).", note=True)
 
-    md_path, html_path = run.dir / "report.md", run.dir / "report.html"
+    md_path, html_path = run.report_md, run.report_html
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(run.city)} – {html.escape(run.algo)} "
             f"report</title><style>{HTML_STYLE}</style></head><body>\n" + "\n".join(doc.html) + "\n</body></html>\n")
-    for path, text in ((md_path, "\n".join(doc.md)), (html_path, page)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+    atomic_write_text(md_path, "\n".join(doc.md))
+    atomic_write_text(html_path, page)
     return md_path, html_path
 
 

@@ -3,13 +3,13 @@
 ``diff-waiting-time`` (default) reproduces sumo-rl: the drop, since the last decision, of the
 accumulated waiting time (s / 100) of the vehicles on the agent's incoming lanes, each vehicle's
 waiting time attributed to the lane it accrued on. ``pressure`` and ``queue`` are sumo-rl's too.
+``queue-backlog`` is ``queue`` that also sees the vehicles kept out of the network and the jam
+downstream (issue 12, see its docstring).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
-
-import numpy as np
 
 if TYPE_CHECKING:
     from leed_traffic.env import LeedTrafficEnv
@@ -77,10 +77,44 @@ def queue(ts: "TrafficSignal", env: "LeedTrafficEnv") -> float:
     return -float(env.lanes.halt[ts.in_idx].sum())
 
 
+SPILLBACK_WEIGHT = 0.5
+"""Weight of a vehicle halted on an agent's outgoing lane in ``queue-backlog``."""
+
+
+def queue_backlog(ts: "TrafficSignal", env: "LeedTrafficEnv") -> float:
+    """``-(halted on the incoming lanes + waiting to be inserted on the approaches
+    + SPILLBACK_WEIGHT x halted on the outgoing lanes)``, in vehicles like ``queue``.
+
+    Why these terms. ``queue`` only counts vehicles on the controlled lanes, so it has two blind
+    spots that a learner exploits (ingolstadt7/21: 240-270 vehicles never entered the network
+    under learned policies, while their reward and training curve looked fine):
+
+    * a vehicle that cannot be inserted because the approach is full back to its departure point
+      is on no lane: starving an approach until it spills back past the insertion points makes
+      its queue stop growing. The backlog term (``env.backlog()``: SUMO's insertion queue, counted
+      at the first agent approach on each waiting vehicle's route within ``BACKLOG_REACH_M``) keeps
+      charging every such vehicle, one per vehicle, exactly as if it stood on the lane;
+    * releasing a queue into an exit that is already jammed moves halted vehicles from the
+      agent's lanes onto the downstream link, where they halt again and block the intersection.
+      Charging halted vehicles on the outgoing lanes at half weight makes that move worth half of
+      sending them into a free exit, so the agent learns to serve movements that can flow. Half,
+      not one: those vehicles already count in full in the downstream agent's queue, and the
+      agent only partly controls them (weight 1 would cancel the gain of any discharge into a
+      queue, weight 0 is ``queue``'s blind spot).
+
+    Scale: the same unit as ``queue`` (vehicles, no divisor), equal to it when nothing waits to
+    be inserted and nothing halts downstream, so ``queue`` results and settings carry over.
+    """
+    halt = env.lanes.halt
+    return -float(halt[ts.in_idx].sum() + env.backlog()[ts.backlog_idx].sum()
+                  + SPILLBACK_WEIGHT * halt[ts.out_idx].sum())
+
+
 REWARDS: dict[str, RewardFunction] = {
     "diff-waiting-time": diff_waiting_time,
     "pressure": pressure,
     "queue": queue,
+    "queue-backlog": queue_backlog,
 }
 NEEDS_VEHICLE_IDS = {"diff-waiting-time"}
 
@@ -95,4 +129,4 @@ def get_reward(name: str | RewardFunction) -> RewardFunction:
     return name
 
 
-__all__ = ["REWARDS", "get_reward", "diff_waiting_time", "pressure", "queue", "np"]
+__all__ = ["REWARDS", "get_reward", "diff_waiting_time", "pressure", "queue", "queue_backlog"]

@@ -59,16 +59,21 @@ class SignalTopology:
     """Per green phase, the movements it serves."""
     approaches: list[tuple[str, str, list[str]]] = field(default_factory=list)
     """(street, direction, lanes) per incoming edge."""
+    in_edges: list[str] = field(default_factory=list)
+    """Incoming edge ids, in the order of ``approaches`` (the insertion backlog is counted per edge)."""
 
 
 def read_topology(sim, net, tls_id: str, program_phases: list[str]) -> SignalTopology:
-    """Collect lanes and links from SUMO, and street names / turns from sumolib's network."""
+    """Collect lanes and links through ``sim``'s TraCI API, and street names / turns from sumolib's
+    network ``net``. The env passes ``env._NetView``, which answers that API from the same cached
+    network (``netfile.read_net``), so the topology is read without starting a simulation."""
     greens = green_states(program_phases)
     in_lanes = list(dict.fromkeys(sim.trafficlight.getControlledLanes(tls_id)))
     links: list[tuple[str, str]] = []
     for link in sim.trafficlight.getControlledLinks(tls_id):
         links.append((link[0][0], link[0][1]) if link else ("", ""))
     out_lanes = list(dict.fromkeys(o for _, o in links if o))
+    in_edges = list(dict.fromkeys(ln.rsplit("_", 1)[0] for ln in in_lanes))  # SUMO lane id: <edge>_<index>
     lane_length = {ln: sim.lane.getLength(ln) for ln in in_lanes + out_lanes}
 
     movements: list[tuple[Movement, ...]] = []
@@ -87,6 +92,7 @@ def read_topology(sim, net, tls_id: str, program_phases: list[str]) -> SignalTop
         edges: dict[str, list[str]] = {}
         for ln in in_lanes:
             edges.setdefault(net.getLane(ln).getEdge().getID(), []).append(ln)
+        in_edges = list(edges)
         for eid, lanes in edges.items():
             e = net.getEdge(eid)
             shape = e.getShape()
@@ -107,18 +113,18 @@ def read_topology(sim, net, tls_id: str, program_phases: list[str]) -> SignalTop
             movements.append(tuple(sorted(seen.values(), key=lambda m: (m.from_direction, m.from_street, m.turn, m.to_street))))
         names = list(dict.fromkeys(a[0] for a in approaches if a[0] and not a[0].startswith(("-", ":"))))
         name = " / ".join(sorted(set(names), key=names.index)[:3]) or tls_id
-    return SignalTopology(tls_id, greens, in_lanes, out_lanes, links, lane_length, name, movements, approaches)
+    return SignalTopology(tls_id, greens, in_lanes, out_lanes, links, lane_length, name, movements, approaches,
+                          in_edges)
 
 
 class TrafficSignal:
     """Phase state machine of one agent (sumo-rl semantics, see module docstring)."""
 
-    def __init__(self, sim, topo: SignalTopology, *, delta_time: int, yellow_time: int, min_green: int,
+    def __init__(self, sim, topo: SignalTopology, *, yellow_time: int, min_green: int,
                  max_green: int, all_red_time: int = 0, enforce_max_green: bool = False) -> None:
         self.sim = sim
         self.id = topo.id
         self.topo = topo
-        self.delta_time = delta_time
         self.yellow_time = yellow_time
         self.all_red_time = all_red_time
         self.min_green = min_green
@@ -148,6 +154,8 @@ class TrafficSignal:
         # index arrays into the environment's lane table (filled by the env)
         self.in_idx = np.zeros(0, dtype=np.int64)
         self.out_idx = np.zeros(0, dtype=np.int64)
+        self.backlog_idx = np.zeros(0, dtype=np.int64)
+        """Slots of this agent's incoming edges in the env's insertion backlog (``env.InsertionBacklog``)."""
         self.phase_lane_idx: list[np.ndarray] = []
         self.phase_link_in_idx: list[np.ndarray] = []
         self.phase_link_out_idx: list[np.ndarray] = []

@@ -34,26 +34,28 @@ CHROME_PX = 110
 
 def _scenario_and_controller(city: str | None, run: str | Path | None, plan: str | Path | None):
     """(scenario, env options, policy controller or None)."""
-    from leed_traffic.export import PlanController, open_run, scenario_for
-    from leed_traffic.scenario import build_scenario
+    from leed_traffic.controllers import get_controller
+    from leed_traffic.export import PlanController
+    from leed_traffic.rundir import RunDir
+    from leed_traffic.scenario import build_scenario, scenario_with_hash
 
     if run is not None and plan is not None:
         raise UserError("Pass either --run (live policy) or --plan (exported plan), not both.")
     opts: dict[str, Any] = {}
     policy = None
     if run is not None:
-        info = open_run(run)
+        info = RunDir.open(run)
         scenario = info.scenario()
         if city and info.city != city and Path(city).name.split(".")[0] != scenario.city:
             raise UserError(f"{info.dir} was trained on {info.city}, not {city}; pass --city {info.city}.")
-        policy = info.policy_controller()
+        policy = get_controller("policy", run=info.path)
         opts.update(info.env_options)
     else:
         if not city:
             raise UserError("Pass --city (or --run, which knows its city).")
         if plan is not None:
             ctrl = PlanController.from_path(plan)
-            scenario = scenario_for(city, ctrl.scenario_hash, f"The plan {ctrl.plans} was exported for")
+            scenario = scenario_with_hash(city, ctrl.scenario_hash, f"The plan {ctrl.plans} was exported for")
             opts.update(ctrl.prepare(scenario, Path(tempfile.gettempdir()), 0))
         else:
             scenario = build_scenario(city)
@@ -195,24 +197,27 @@ def _shoot(env, out: Path, w: int, h: int, boundary) -> None:
     except Exception as exc:  # noqa: BLE001 - an older sumo-gui without the scheme keeps its default
         log.info("scheme %r not available: %s", SCHEME, exc)
     if boundary is None:
-        from leed_traffic.env import _read_net
+        from leed_traffic.netfile import read_net
 
-        boundary = tuple(_read_net(str(env.scenario.net_file)).getBoundary())
+        boundary = tuple(read_net(str(env.scenario.net_file)).getBoundary())
     gui.setBoundary(view, *boundary)
     env.sim.simulationStep()  # let the view lay out before the final fit
     gui.setBoundary(view, *boundary)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    tmp.unlink(missing_ok=True)
-    # at the canvas size: an explicit width/height renders with the canvas' viewport (off-centre)
-    gui.screenshot(view, str(tmp.resolve()))
-    env.sim.simulationStep()  # sumo-gui writes the screenshot at the end of the next step
-    deadline = _time.time() + 20
-    while (not tmp.exists() or tmp.stat().st_size == 0) and _time.time() < deadline:
-        _time.sleep(0.1)
-    if not tmp.exists():
-        raise RuntimeError(f"sumo-gui wrote no screenshot to {tmp}")
-    _time.sleep(0.2)  # let the writer finish
-    os.replace(tmp, out)
+    from leed_traffic.fileio import atomic_write
+
+    def screenshot(tmp: Path) -> None:  # tmp keeps the .png suffix: sumo-gui picks the format from it
+        # at the canvas size: an explicit width/height renders with the canvas' viewport (off-centre)
+        gui.screenshot(view, str(tmp.resolve()))
+        env.sim.simulationStep()  # sumo-gui writes the screenshot at the end of the next step
+        deadline = _time.time() + 20
+        written = lambda: tmp.exists() and tmp.stat().st_size > 0  # noqa: E731 - atomic_write created it empty
+        while not written() and _time.time() < deadline:
+            _time.sleep(0.1)
+        if not written():
+            raise RuntimeError(f"sumo-gui wrote no screenshot to {tmp}")
+        _time.sleep(0.2)  # let the writer finish
+
+    atomic_write(out, screenshot)
 
 
 def _fit_png(path: Path, size: tuple[int, int]) -> None:
@@ -229,9 +234,9 @@ def _fit_png(path: Path, size: tuple[int, int]) -> None:
     inner = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.LANCZOS)
     fitted = Image.new("RGB", size, im.getpixel((im.width - 1, 0)))
     fitted.paste(inner, ((size[0] - inner.width) // 2, (size[1] - inner.height) // 2))
-    tmp = path.with_name(f".{path.stem}.fit.png")
-    fitted.save(tmp, "PNG")
-    os.replace(tmp, path)
+    from leed_traffic.fileio import atomic_write
+
+    atomic_write(path, lambda tmp: fitted.save(tmp, "PNG"))
 
 
 __all__ = ["gui", "snapshot", "virtual_display"]

@@ -23,14 +23,12 @@ def melbourne():
 
 
 @pytest.fixture()
-def isolated_build(tmp_path, monkeypatch):
-    """Redirect network/scenario caches into tmp_path so a test sees a cold, private cache."""
-    import leed_traffic.network as network
-    import leed_traffic.scenario as scenario
-
-    monkeypatch.setattr(network, "BUILD_DIR", tmp_path / "networks-build")
-    monkeypatch.setattr(scenario, "BUILD_DIR", tmp_path / "scenarios-build")
-    return tmp_path
+def isolated_build(tmp_path, monkeypatch) -> Path:
+    """A cold, private cache directory (networks, scenarios, LLM answers) for one test; child
+    processes (the CLI) inherit it through the environment. Returns the cache directory."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LEED_TRAFFIC_CACHE", str(cache))
+    return cache
 
 
 TINY_OSM_NO_SIGNALS = """<?xml version='1.0' encoding='UTF-8'?>

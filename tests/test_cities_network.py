@@ -12,6 +12,7 @@ from conftest import OSM, copy_extract
 from leed_traffic.cities import RESCO_SCENARIOS, bundled_cities, resolve_city
 from leed_traffic.errors import ScenarioError, UserError
 from leed_traffic.network import build_network, controllable_lights, green_states, to_osm_xml
+from leed_traffic.paths import downloads_dir, networks_build_dir
 
 
 def test_bundled_cities_have_extracts_and_attribution():
@@ -19,7 +20,9 @@ def test_bundled_cities_have_extracts_and_attribution():
     for c in bundled_cities():
         spec = resolve_city(c)
         assert spec.source.exists(), spec.source
-    readme = (OSM.parent / "README.md").read_text()
+    from leed_traffic.paths import bundled_networks_readme
+
+    readme = bundled_networks_readme().read_text()
     assert "© OpenStreetMap contributors" in readme and "ODbL" in readme
     assert resolve_city("heidelberg").bbox == (8.62, 49.37, 8.74, 49.43)
 
@@ -73,7 +76,8 @@ def test_melbourne_builds_with_reference_count_and_is_cached(isolated_build):
     import sumolib
     net = sumolib.net.readNet(str(first.net_file))
     assert sum(1 for e in net.getEdges() if e.getName()) > 20
-    assert not list(isolated_build.glob("networks-build/.*tmp*"))
+    assert first.net_file.is_relative_to(isolated_build)
+    assert not list(networks_build_dir().glob(".*tmp*"))
 
 
 def test_bz2_and_xml_inputs_build_the_same_network(isolated_build, tmp_path):
@@ -88,19 +92,24 @@ def test_bz2_and_xml_inputs_build_the_same_network(isolated_build, tmp_path):
 def test_extract_without_traffic_lights_is_refused(isolated_build, osm_without_signals):
     with pytest.raises(ScenarioError, match="no traffic light to control"):
         build_network(resolve_city(str(osm_without_signals)))
-    assert not any((isolated_build / "networks-build").glob("crossing*"))
+    assert not any(networks_build_dir().glob("crossing*"))
 
 
 def test_corrupt_extract_is_refused(isolated_build, tmp_path):
     bad = tmp_path / "broken.osm.pbf"
     bad.write_bytes(b"\x00\x01 definitely not protobuf")
+    with pytest.raises(UserError, match="not an OSM file"):
+        resolve_city(str(bad))
+    truncated = tmp_path / "truncated.osm.pbf"  # a PBF header, then the file stops
+    truncated.write_bytes((OSM / "melbourne.osm.pbf").read_bytes()[:3000])
     with pytest.raises(UserError, match="valid OSM"):
-        build_network(resolve_city(str(bad)))
+        build_network(resolve_city(str(truncated)))
     bad_xml = tmp_path / "broken.osm"
     bad_xml.write_text("<osm><node id='1' lat='x'")
     with pytest.raises(UserError):
         build_network(resolve_city(str(bad_xml)))
-    assert not list((isolated_build / "networks-build").glob("broken*"))
+    assert not list(networks_build_dir().glob("broken*"))
+    assert not list(networks_build_dir().glob("truncated*"))
 
 
 def test_bbox_without_roads_is_refused(isolated_build):
@@ -149,7 +158,8 @@ def test_osmnx_place_download_boundary(isolated_build, monkeypatch, tmp_path):
     b = build_network(resolve_city("place:Melbourne, Australia"))
     assert calls and calls[0][0] == "Melbourne, Australia" and calls[0][1]["network_type"] == "drive"
     assert b.n_traffic_lights >= 20  # signals survive the osmnx round trip
-    assert (isolated_build / "networks-build" / "downloads" / "melbourne-australia.osm.xml").exists()
+    assert (downloads_dir() / "melbourne-australia.osm.xml").exists()
+    assert downloads_dir().is_relative_to(isolated_build)
 
 
 def test_osmnx_failure_is_a_user_error(isolated_build, monkeypatch):

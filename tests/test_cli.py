@@ -45,7 +45,7 @@ def test_build_prints_directory_and_agents():
     (["evaluate", "--city", "melbourne", "--controller", "psychic"], "Unknown controller"),
     (["evaluate", "--city", "melbourne", "--controller", "policy"], "needs --run"),
     (["evaluate", "--city", "melbourne", "--controller", "policy", "--run", "/tmp/nope-run"], "does not exist"),
-    (["train", "--city", "melbourne", "--algo", "sarsa"], "Unknown --algo"),
+    (["train", "--city", "melbourne", "--algo", "sarsa"], "unknown algo 'sarsa'"),
     (["build", "--city", "cologne8", "--veh-per-hour", "100"], "RESCO scenarios come with their own routes"),
 ])
 def test_bad_input(args, fragment):

@@ -122,3 +122,20 @@ def test_feedback_and_selection_logic():
                         "agents": {"A": {"return": -4.0, "fixed_return": -3.0}}})]
     best, kept = select_best(city, keep=2, require_beat_fixed=True)
     assert kept == {"A": [0]}
+
+
+def test_dataset_save_replaces_atomically(tmp_path):
+    from leed_traffic.dataset import AgentDemos
+
+    def ds(n: int) -> DemoDataset:
+        return DemoDataset({"A": AgentDemos(np.zeros((n, 2), np.float32), np.arange(n, dtype=np.int64),
+                                            np.ones(n, np.float32), np.zeros(n, np.int64), np.ones(n, bool))},
+                           {"city": "x"})
+
+    path = ds(3).save(tmp_path / "dataset")
+    assert len(DemoDataset.load(path).agents["A"]) == 3
+    ds(5).save(path)  # an existing dataset is replaced, nothing else is left next to it
+    again = DemoDataset.load(path)
+    assert len(again.agents["A"]) == 5 and again.metadata["city"] == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+    assert sorted(p.name for p in path.iterdir()) == ["demos.json", "demos.npz"]

@@ -35,6 +35,10 @@ def test_agents_spaces_and_episode(melbourne):
             steps += 1
         assert steps == 120 // 5 and env.sim_time == 120
         assert all(trunc.values()) and not any(term.values())
+        # the end-of-episode info: the honest delay (never-inserted vehicles charged) and the rest
+        last = info[env.possible_agents[0]]
+        assert {"mean_delay", "mean_trip_delay", "vehicles", "never_inserted", "sim_time"} <= set(last)
+        assert last["vehicles"] >= last["arrived"] + last["never_inserted"]
     finally:
         env.close()
 
@@ -127,15 +131,19 @@ def test_reward_and_observation_are_swappable(melbourne):
         assert set(rew.values()) == {1.0} and len(calls) == 41
     finally:
         env.close()
-    for name in ("pressure", "queue"):
-        env = make_env(melbourne, seconds=60, reward=name)
+    for name in ("pressure", "queue", "queue-backlog"):
+        env = make_env(melbourne, seconds=60, reward=name, observation="backlog" if name == "queue-backlog" else "default")
         try:
-            env.reset(seed=0)
+            obs, _ = env.reset(seed=0)
             for _ in range(12):
-                _, rew, *_ = env.step({})
+                obs, rew, *_ = env.step({})
             assert any(v != 0 for v in rew.values())
-            if name == "queue":
+            if name.startswith("queue"):
                 assert all(v <= 0 for v in rew.values())
+            if name == "queue-backlog":  # default layout + backlog per incoming edge + out-lane density, queue
+                for a, ts in env.signals.items():
+                    n = ts.num_green_phases + 1 + 2 * len(ts.in_idx) + len(ts.topo.in_edges) + 2 * len(ts.out_idx)
+                    assert obs[a].shape == (n,) and env.observation_space(a).contains(obs[a])
         finally:
             env.close()
 

@@ -17,12 +17,15 @@ SECONDS = 120
 
 
 def make_tiny_run(run_dir: Path) -> Path:
-    """A real (tiny) IPPO run on Melbourne: one 120 s episode, a few seconds of CPU."""
-    from leed_traffic.learn import TrainConfig, train
+    """A real (tiny) IPPO run on Melbourne through the pipeline: one 120 s episode, a few seconds of CPU."""
+    from leed_traffic.config import ExperimentConfig
+    from leed_traffic.pipeline import run_experiment
 
     if not (run_dir / "policy.pt").exists():
-        train("melbourne", TrainConfig(algo="ippo", total_env_steps=SECONDS // 5, progress=False,
-                                       checkpoint_interval=1000), run_dir, env_options={"seconds": SECONDS})
+        cfg = ExperimentConfig().apply([
+            "scenario.city=melbourne", f"env.seconds={SECONDS}", "env.enforce_max_green=false", "train.algo=ippo",
+            "train.episodes=1", "train.progress=false", "train.checkpoint_interval=1000", "eval.episodes=0"])
+        run_experiment(cfg, run_dir, progress=False)
     return run_dir
 
 
@@ -128,7 +131,7 @@ def test_exported_model_reproduces_policy(exported, tiny_run):
     rng = np.random.default_rng(0)
     obs = {a: rng.random((5, s["obs_dim"])).astype(np.float32) for a, s in spec["agents"].items()}
     for i in range(5):
-        want = policy.act({a: o[i] for a, o in obs.items()})
+        want = policy.decide({a: o[i] for a, o in obs.items()})
         for a in list(spec["agents"])[:6]:
             assert int(run_model(exported / spec["agents"][a]["model"], obs[a][i:i + 1])[0]) == want[a]
 

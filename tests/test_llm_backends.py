@@ -12,6 +12,7 @@ import pytest
 
 from leed_traffic.llm import DemonstratorError, DemonstratorUnavailable, make_demonstrator
 from leed_traffic.llm.claude import TOOL_NAME
+from leed_traffic.llm.http import answer_keys, answer_schema, loads_answer, parse_answers
 from leed_traffic.state import Movement, PhaseInfo
 from llm_states import crossing
 
@@ -189,6 +190,114 @@ def test_claude_answers_are_cached(tmp_path):
     assert len(server.requests) == 1 and d2.stats.cache_hits == 2 and all(x.valid for x in out)
 
 
+# ---------------------------------------------------------------------------- the answer schema
+def _tool_schema(body):
+    (tool,) = body["tools"]
+    assert tool["name"] == TOOL_NAME
+    return tool["input_schema"]
+
+
+def _answer_from_schema(schema, pick=max):
+    """A 'model' decoding under the schema: for every enumerated intersection, a legal phase."""
+    return {k: {"phase": pick(v["properties"]["phase"]["enum"]), "reason": f"legal for {k}"}
+            for k, v in schema["properties"].items()}
+
+
+def _assert_enumerates(schema, states, max_len=None):
+    """One required property per asked intersection, its legal phases as an integer enum."""
+    ids = [s.agent_id for s in states]
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert list(schema["properties"]) == ids and schema["required"] == ids
+    for s in states:
+        item = schema["properties"][s.agent_id]
+        assert item["required"] == ["phase", "reason"] and item["additionalProperties"] is False
+        assert item["properties"]["phase"] == {"type": "integer", "enum": list(s.legal_actions)}
+        assert item["properties"]["reason"].get("maxLength") == max_len
+
+
+def test_claude_tool_schema_enumerates_ids_and_legal_phases():
+    server = FakeServer([(200, lambda b: _claude_reply(None) | {"content": [
+        {"type": "tool_use", "id": "t", "name": TOOL_NAME, "input": _answer_from_schema(_tool_schema(b))}]},
+        None)])
+    d = _claude(server)
+    states = [crossing("A", legal=(0, 1)), crossing("B", legal=(0,)), crossing("C", current=0, legal=(0, 1)),
+              crossing("D", current=1, legal=(1,))]
+    d2 = [crossing("E", legal=(1, 0))]
+    out = d.decide(states + d2)
+    asked = [states[0], states[2], d2[0]]  # forced states (one legal phase) are not asked
+    _assert_enumerates(_tool_schema(server.requests[0]), asked, max_len=100)
+    assert [(x.phase, x.valid) for x in out] == [(1, True), (0, True), (1, True), (1, True), (1, True)]
+    assert out[0].reason == "legal for A" and d.stats.invalid == 0
+
+
+def test_keyed_answers_malformed_or_illegal_are_invalid_not_crashes():
+    """A server that ignores the schema: every way the keyed shape can go wrong holds the phase."""
+    answer = {
+        "A": {"phase": 7, "reason": "not legal"},
+        "B": {"phase": "south", "reason": "not a number"},
+        "C": "garbage",
+        # "D" missing
+        "E": {"phase": "1", "reason": "digit string is fine"},
+        "F": 0,                      # a bare phase number is accepted
+        "Z": {"phase": 0, "reason": "not asked: ignored"},
+    }
+    server = FakeServer([(200, _claude_reply(None) | {"content": [
+        {"type": "tool_use", "id": "t", "name": TOOL_NAME, "input": answer}]}, None)])
+    d = _claude(server)
+    states = [crossing(x, current=1) for x in "ABCDEF"]
+    out = d.decide(states)
+    assert [x.valid for x in out] == [False, False, False, False, True, True]
+    assert [x.phase for x in out] == [1, 1, 1, 1, 1, 0]
+    assert "not legal" in out[0].reason and "no single answer" in out[3].reason
+    assert d.stats.invalid == 4
+
+
+def test_unusual_ids_get_schema_safe_keys_named_in_the_prompt():
+    long_id = "GS_cluster_2415878664_254486231_359566_359576_1234567890_1234567890"
+    odd_id = "J#1:north"
+    states = [crossing(long_id), crossing(odd_id, current=0), crossing("plain_id-1.2")]
+    keys = answer_keys(states)
+    assert keys[2] == "plain_id-1.2"
+    assert all(k != s.agent_id and len(k) <= 64 for k, s in zip(keys[:2], states))
+    assert keys == answer_keys(states)  # deterministic: same request, same keys
+    assert len(set(answer_keys([crossing("A"), crossing("A", queues=(0, 3))]))) == 2  # unique
+    server = FakeServer([(200, lambda b: _claude_reply(None) | {"content": [
+        {"type": "tool_use", "id": "t", "name": TOOL_NAME, "input": _answer_from_schema(_tool_schema(b), min)}]},
+        None)])
+    d = _claude(server)
+    out = d.decide(states)
+    assert all(x.valid and x.phase == 0 for x in out)
+    schema = _tool_schema(server.requests[0])
+    assert list(schema["properties"]) == keys
+    prompt = server.requests[0]["messages"][0]["content"]
+    assert f'under the key "{keys[0]}"' in prompt and f'under the key "{keys[1]}"' in prompt
+    assert "plain_id-1.2\"" not in prompt  # a usable id is its own key: no note
+
+
+def test_parse_answers_shapes():
+    states = [crossing("A"), crossing("B")]
+    keys = answer_keys(states)
+    keyed = {"A": {"phase": 0, "reason": "r"}, "B": {"phase": 1, "reason": "s"}}
+    legacy = {"decisions": [{"intersection": "A", "phase": 0, "reason": "r"},
+                            {"intersection": "B", "phase": 1, "reason": "s"}]}
+    for data in (keyed, legacy):
+        assert [(a.phase, a.reason) for a in parse_answers(data, states, keys)] == [(0, "r"), (1, "s")]
+    for junk in (None, [], "A: 0", 3, {"decisions": "x"}, {"A": None, "B": []}):
+        assert [a.phase for a in parse_answers(junk, states, keys)] == [None, None]
+    dup = loads_answer('{"A": {"phase": 0, "reason": ""}, "A": {"phase": 1, "reason": ""}, "B": 1}')
+    assert [a.phase for a in parse_answers(dup, states, keys)] == [None, 1]  # A answered twice
+    schema = answer_schema(states, keys)
+    assert "maxLength" not in json.dumps(schema)  # only when asked for
+
+
+def test_truncated_reply_keeps_complete_entries():
+    text = '{"A": {"phase": 0, "reason": "queue}"}, "B": {"phase": 1, "reason": "long reas'
+    data = loads_answer(text)
+    states = [crossing("A"), crossing("B")]
+    assert [a.phase for a in parse_answers(data, states, answer_keys(states))] == [0, None]
+    assert loads_answer("phase 0 please {") is None and loads_answer('```json\n{"A": 1}\n```') == {"A": 1}
+
+
 # ---------------------------------------------------------------------------- openai
 def _openai_reply(content, usage=None):
     return {
@@ -241,6 +350,49 @@ def test_openai_key_not_leaked(monkeypatch):
         d.decide([crossing("A")])
     assert KEY not in str(e.value) and "OPENAI_API_KEY" in str(e.value)
     assert server.headers[0]["authorization"] == f"Bearer {KEY}"
+
+
+def _openai_schema(body):
+    rf = body["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+    return rf["json_schema"]["schema"]
+
+
+def test_openai_schema_enumerates_ids_and_legal_phases(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = FakeServer([(200, lambda b: _openai_reply(json.dumps(_answer_from_schema(_openai_schema(b)))), None)])
+    d = _openai(server, model="qwen2.5-7b")
+    states = [crossing("A", legal=(0, 1)), crossing("B", current=0, legal=(0,)),
+              crossing("C", current=0, legal=(1, 0))]
+    out = d.decide(states)
+    _assert_enumerates(_openai_schema(server.requests[0]), [states[0], states[2]], max_len=100)
+    assert [(x.phase, x.valid) for x in out] == [(1, True), (0, True), (1, True)]
+    assert server.requests[0]["max_tokens"] == 64 + 2 * (48 + 100 + 1)  # + reason bound + key
+
+
+def test_openai_public_api_schema_has_no_length_keywords(monkeypatch):
+    """OpenAI's strict mode rejects maxLength; self-hosted servers get it (bounded reasons)."""
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server = FakeServer([(200, lambda b: _openai_reply(json.dumps(_answer_from_schema(_openai_schema(b)))), None)])
+    d = _openai(server)
+    assert d.decide([crossing("A")])[0].valid
+    _assert_enumerates(_openai_schema(server.requests[0]), [crossing("A")], max_len=None)
+    assert "maxLength" not in json.dumps(server.requests[0])
+    assert server.requests[0]["max_tokens"] == 64 + 48 + 1
+
+
+def test_openai_duplicated_or_truncated_keys_are_invalid(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+    content = ('{"A": {"phase": 0, "reason": "a"}, "A": {"phase": 1, "reason": "again"}, '
+               '"B": {"phase": 0, "reason": "ok"}, "C": {"phase": 0, "rea')
+    reply = _openai_reply(content)
+    reply["choices"][0]["finish_reason"] = "length"
+    d = _openai(FakeServer([(200, reply, None)]))
+    out = d.decide([crossing(x, current=1) for x in "ABC"])
+    assert [(x.phase, x.valid) for x in out] == [(1, False), (0, True), (1, False)]
+    assert d.stats.invalid == 2
 
 
 # ---------------------------------------------------------------------------- experts

@@ -57,6 +57,14 @@ def test_batch_prompt_lists_every_intersection_with_feedback():
     assert prompt.rstrip().endswith("Feedback from the previous round: worse than fixed time")
 
 
+def test_batch_prompt_names_answer_keys_that_are_not_the_id():
+    states = [crossing("A"), crossing("B#2")]
+    prompt = render_batch(states, keys=["A", "B_2_0123abcd"])
+    assert prompt.count("under the key") == 1
+    assert prompt.endswith('Answer for this intersection under the key "B_2_0123abcd".')
+    assert render_batch(states, keys=["A", "B#2"]) == render_batch(states)  # ids as keys: no note
+
+
 def test_prompt_version_and_system_prompt():
     assert PROMPT_VERSION and isinstance(PROMPT_VERSION, str)
     assert "legal" in SYSTEM_PROMPT and "waiting time" in SYSTEM_PROMPT

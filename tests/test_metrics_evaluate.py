@@ -60,6 +60,19 @@ def test_all_classical_controllers_evaluate(melbourne, tmp_path):
     assert set(s.controller) == set(ALL_CLASSICAL) and (s.mean_delay_std == 0).all()
 
 
+def test_held_out_seeds_continue_after_the_scenarios_own():
+    from types import SimpleNamespace
+
+    from leed_traffic.evaluate import held_out_seeds
+
+    scen = SimpleNamespace(eval_seeds=(100, 101, 102))
+    assert held_out_seeds(scen, 5) == [100, 101, 102, 103, 104]  # the 4th episode is 103
+    assert held_out_seeds(scen, 2) == [100, 101]
+    assert held_out_seeds(scen, 3, first=0) == [0, 1, 2]
+    assert held_out_seeds(SimpleNamespace(eval_seeds=(7, 3)), 4) == [7, 3, 4, 5]
+    assert held_out_seeds(scen, 0) == []
+
+
 def test_seeds_change_the_episode(melbourne, tmp_path):
     from leed_traffic.evaluate import evaluate
 

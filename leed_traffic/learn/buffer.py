@@ -55,10 +55,6 @@ class AgentRollout:
     advantages: np.ndarray | None = None
     returns: np.ndarray | None = None
 
-    def flat(self, name: str) -> np.ndarray:
-        x = getattr(self, name)
-        return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-
 
 class RolloutBuffer:
     """Append one step of all agents and workers at a time; ``finish`` stacks and computes GAE.

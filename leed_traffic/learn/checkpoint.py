@@ -1,14 +1,18 @@
 """Checkpoints: atomic, fingerprinted, and refused (never silently restarted) when they do not fit.
 
-A checkpoint is one ``torch.save`` file written to a temporary sibling and renamed into place, so a
-kill -9 leaves either the previous checkpoint or the new one, never half a file. It holds the
-policies, the optimizers, every RNG state, the reward normaliser, the per-worker episode
-bookkeeping (seed + actions so far, replayed on resume so the environment is where it was) and a
-*fingerprint*: city, scenario and network hashes, agent ids, observation and action sizes, the
-learning-relevant config and the demonstrations' content hash. Resuming under a different
-fingerprint raises ``CheckpointMismatch`` naming what differs; an unreadable or incomplete file
-raises ``CheckpointCorrupt``. Loaded with ``weights_only=True``: the payload is tensors and plain
-Python containers only, so loading never executes pickled code.
+A checkpoint is one ``torch.save`` file at ``RunDir.checkpoint_path(update)``, written to a
+temporary sibling, fsynced and renamed into place, so a kill -9 leaves either the previous
+checkpoint or the new one, never half a file. Its payload (``payload``) holds the policies, the
+optimizers, every RNG state, the reward normaliser, the per-worker episode bookkeeping (seed +
+actions so far, replayed on resume so the environment is where it was), the run's env spec and
+config (so a checkpoint alone can be served as a policy) and a *fingerprint* (``fingerprint``):
+city, scenario and network hashes, agent ids, observation and action sizes, the learning-relevant
+config and the demonstrations' content hash. Resuming under a different fingerprint raises
+``CheckpointMismatch`` naming what differs; an unreadable or incomplete file raises
+``CheckpointCorrupt``. Loaded with ``weights_only=True``: the payload is tensors and plain Python
+containers only, so loading never executes pickled code.
+
+``policy.pt`` (``policy_payload``) is the final policy: fingerprint, spec, config, weights.
 """
 
 from __future__ import annotations
@@ -16,21 +20,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import tempfile
+import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
+from leed_traffic.errors import UserError
+from leed_traffic.rundir import RunDir
+
+if TYPE_CHECKING:
+    from leed_traffic.learn.config import TrainConfig
+    from leed_traffic.learn.rollout import EnvSpec
+
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "fingerprint", "update", "env_steps", "policy", "optimizers", "rng")
-_NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
+KEEP_CHECKPOINTS = 3
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used to resume (the message says why)."""
+class CheckpointError(UserError):
+    """A checkpoint cannot be used to resume (the message says why and what to do): a user error,
+    reported in one sentence by the CLI."""
 
 
 class CheckpointCorrupt(CheckpointError):
@@ -82,36 +93,98 @@ def _short(v: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def checkpoint_path(run_dir: Path, update: int) -> Path:
-    return run_dir / "checkpoints" / f"ckpt_{update:08d}.pt"
+def fingerprint(spec: "EnvSpec", config: "TrainConfig", demos: Any, city: str = "") -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the env, the learning config, the demos."""
+    return {
+        "city": spec.city or city,
+        "scenario_hash": spec.scenario_hash,
+        "net_hash": spec.net_hash,
+        "agents": list(spec.agents),
+        "obs_dims": dict(spec.obs_dims),
+        "n_actions": dict(spec.n_actions),
+        "env_config": dict(spec.env_config),
+        "demos_hash": demos_hash(demos),
+        "config": config.fingerprint_dict(),
+    }
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The highest-numbered checkpoint in ``run_dir/checkpoints`` (None if there is none)."""
-    d = Path(run_dir) / "checkpoints"
-    if not d.is_dir():
-        return None
-    found = sorted(p for p in d.iterdir() if _NAME.match(p.name))
-    return found[-1] if found else None
+def _legacy_fingerprint(saved: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint of an earlier version in today's terms: RELED was ``reled: true`` on leed, and
+    runs from before the imitation gate imitated ungated (their settings are filled in as such), and
+    the network hash was not recorded ("" matches any)."""
+    cfg = saved.get("config")
+    if isinstance(cfg, dict):
+        cfg = dict(cfg)
+        if "reled" in cfg and cfg.pop("reled"):
+            cfg["algo"] = "reled"
+        if "expert_gate" not in cfg:
+            cfg.update(expert_gate="none", expert_trust="none", bc_pretrain_gate="auto")
+        saved = {**saved, "config": cfg}
+    return saved
 
 
-def save_checkpoint(state: dict[str, Any], path: Path, keep: int = 3) -> Path:
-    """Write atomically (tmp + fsync + rename), then prune all but the newest ``keep``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+# ---------------------------------------------------------------------- payloads
+def rng_state() -> dict[str, Any]:
+    """All learner randomness: python's and torch's (numpy's is never drawn from)."""
+    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(_to_tuple(state["python"]))
+    torch.set_rng_state(state["torch"])
+
+
+def payload(*, fingerprint: dict[str, Any], spec: "EnvSpec", config: "TrainConfig",
+            policy: torch.nn.Module, optimizer: torch.optim.Optimizer, **state: Any) -> dict[str, Any]:
+    """A checkpoint's content: the trainer's ``state`` (counters, ``RewardNormalizer`` and
+    ``EpisodeBook`` state dicts, ...) plus what every checkpoint holds. Plain containers only."""
+    return _plain({
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": json.dumps(fingerprint, sort_keys=True),
+        "spec": json.dumps(spec.to_dict()),
+        "config": json.dumps(config.to_dict()),
+        **state,
+        "policy": policy.state_dict(),
+        "optimizers": [optimizer.state_dict()],
+        "rng": rng_state(),
+    })
+
+
+def policy_payload(*, fingerprint: dict[str, Any], spec: "EnvSpec", config: "TrainConfig",
+                   policy: torch.nn.Module, update: int, env_steps: int) -> dict[str, Any]:
+    """``policy.pt``: the final policy and what it takes to rebuild and serve it."""
+    return {"format": CHECKPOINT_FORMAT,
+            "fingerprint": json.dumps(fingerprint, sort_keys=True),
+            "spec": json.dumps(spec.to_dict()),
+            "config": json.dumps(config.to_dict()),
+            "policy": policy.state_dict(), "update": update, "env_steps": env_steps}
+
+
+# ---------------------------------------------------------------------- files
+def _torch_writer(state: dict[str, Any]) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        with open(path, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    old = sorted(p for p in path.parent.iterdir() if _NAME.match(p.name))
-    for p in old[:-keep] if keep > 0 else []:
-        p.unlink(missing_ok=True)
+
+    return write
+
+
+def save_checkpoint(run: RunDir, update: int, state: dict[str, Any], keep: int = KEEP_CHECKPOINTS) -> Path:
+    """Write atomically (tmp + fsync + rename), then prune all but the newest ``keep``."""
+    path = run.write_binary(run.checkpoint_path(update), _torch_writer(state))
+    run.prune_checkpoints(keep)
     return path
+
+
+def save_policy(run: RunDir, state: dict[str, Any]) -> Path:
+    return run.write_binary(run.policy_path, _torch_writer(state))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The highest-numbered checkpoint of a run directory (None if there is none)."""
+    return RunDir(Path(run_dir)).latest_checkpoint()
 
 
 def load_checkpoint(path: Path, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -132,7 +205,9 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any] | None = None) -> di
             f"checkpoint {path} has format {state['format']}, expected {CHECKPOINT_FORMAT}"
         )
     if fingerprint is not None:
-        saved = json.loads(state["fingerprint"])
+        saved = _legacy_fingerprint(json.loads(state["fingerprint"]))
+        if saved.get("net_hash") == "" and "net_hash" in fingerprint:  # not recorded before
+            saved["net_hash"] = fingerprint["net_hash"]
         diffs = fingerprint_diff(saved, fingerprint)
         if diffs:
             raise CheckpointMismatch(
@@ -140,3 +215,23 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any] | None = None) -> di
                 + "\n  ".join(diffs)
             )
     return state
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars -> Python numbers, recursively (weights_only loading accepts no numpy)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_plain(v) for v in x)
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return torch.as_tensor(x)
+    return x
+
+
+def _to_tuple(x: Any) -> Any:
+    """random.setstate needs tuples (a checkpoint round trip may give lists)."""
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x

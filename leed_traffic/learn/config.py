@@ -1,6 +1,7 @@
 """Every hyperparameter of the learner, named once (CleanRL style).
 
-One frozen-at-start dataclass: it is written to ``config.json`` in the run directory, enters the
+One frozen-at-start dataclass: it is the ``train`` section of the experiment (``config.json`` in
+the run directory), enters the
 checkpoint fingerprint (so a checkpoint trained under other settings is refused), and is the only
 place a default lives. Field docstrings say what the knob does and why the default.
 """
@@ -11,33 +12,49 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Algo = Literal["leed", "ippo", "mappo", "bc"]
+Algo = Literal["leed", "ippo", "mappo", "bc", "reled"]
 WeightMode = Literal["similarity", "distance", "annealed", "constant"]
 DTWFeatures = Literal["phase", "obs"]
+ExpertGate = Literal["none", "return", "advantage"]
 
-ALGOS: tuple[str, ...] = ("leed", "ippo", "mappo", "bc")
+ALGOS: tuple[str, ...] = ("leed", "ippo", "mappo", "bc", "reled")
+"""The learners (``learn.algos`` holds one strategy class per name)."""
 WEIGHT_MODES: tuple[str, ...] = ("similarity", "distance", "annealed", "constant")
+EXPERT_GATES: tuple[str, ...] = ("none", "return", "advantage")
+"""Per-sample filters of the expert loss (``expert_weight.py``, docs/leed.md "Imitate only what helps")."""
+WARM_START_GATES: tuple[str, ...] = ("auto", "none", "queue")
+EXPERT_TRUSTS: tuple[str, ...] = ("none", "mean")
 
 # Fields that only set the budget, the bookkeeping or the machine, not what one update computes:
 # changing them between an interrupted run and its resume is allowed (e.g. extend the budget).
 NON_FINGERPRINT_FIELDS: frozenset[str] = frozenset(
-    {"total_env_steps", "checkpoint_interval", "eval_episodes", "eval_seeds", "progress",
-     "torch_threads", "start_method"}
+    {"total_env_steps", "episodes", "checkpoint_interval", "progress", "torch_threads", "start_method"}
 )
+# Keys of earlier versions that ``from_dict`` still reads: evaluation settings (now the experiment's
+# ``eval`` section) are dropped; ``reled: true`` (RELED was a flag on algo leed) becomes algo reled.
+LEGACY_KEYS: frozenset[str] = frozenset({"eval_episodes", "eval_seeds", "reled"})
 
 
 @dataclass
 class TrainConfig:
-    """Hyperparameters of LEED and its baselines (IPPO, MAPPO, behaviour cloning)."""
+    """Hyperparameters of LEED and its baselines (IPPO, MAPPO, behaviour cloning, RELED)."""
 
     algo: str = "leed"
     """Learner: ``leed`` (PPO + dynamically weighted expert loss), ``ippo`` (PPO, w = 0),
-    ``mappo`` (PPO, w = 0, centralized critic), ``bc`` (expert loss only, no PPO term)."""
+    ``mappo`` (PPO, w = 0, centralized critic), ``bc`` (expert loss only, no PPO term),
+    ``reled`` (LEED + RELED's hybrid balancing: imitate only demo states where the expert's
+    discounted return-to-go beats the agent's critic value V(o_e), and down-weight agents whose
+    neighbours' rewards are volatile). See ``learn.algos``."""
 
     # --- budget and rollouts -------------------------------------------------------------------
     total_env_steps: int = 200_000
     """Budget in environment (decision) steps summed over workers; one step = every agent acts
     once, ``delta_time`` simulated seconds. Not in the fingerprint: a resumed run may extend it."""
+    episodes: int = 40
+    """Budget in episodes (``leed-traffic train --episodes``): the experiment pipeline sets
+    ``total_env_steps`` = episodes x decision steps per episode of its scenario (episode length //
+    decision interval); 0 = ``total_env_steps`` as given. 40 one-hour episodes keep the main job
+    within minutes on 2 cores. The trainer reads only ``total_env_steps``. Not in the fingerprint."""
     rollout_steps: int = 0
     """Decision steps per worker per update. 0 = one whole episode per worker per update: traffic
     episodes are short (hundreds of steps) and whole episodes give DTW a full trajectory to compare
@@ -119,8 +136,8 @@ class TrainConfig:
     expert_batch_size: int = 0
     """Demo samples per minibatch for the expert loss; 0 = same as the PPO minibatch size."""
     bc_pretrain_steps: int = 500
-    """Behaviour-cloning warm start (leed, bc): Adam steps on the expert loss alone before the first
-    rollout. The mixed loss alone gives the demonstrations only update_epochs x num_minibatches
+    """Behaviour-cloning warm start (leed, reled, bc): Adam steps on the expert loss alone before
+    the first rollout. The mixed loss alone gives the demonstrations only update_epochs x num_minibatches
     small steps per update (on cologne8 the expert loss barely moved in 8 updates), so without a
     warm start the expert's knowledge arrives too slowly to save environment steps. 0 = off."""
     bc_pretrain_lr: float = 1e-3
@@ -128,10 +145,36 @@ class TrainConfig:
     bc_pretrain_batch: int = 256
     """Demo rows per agent per warm-start step."""
 
-    # --- RELED hybrid balancing -------------------------------------------------------------------
-    reled: bool = False
-    """RELED hybrid: imitate only demo states where the expert's discounted return-to-go beats the
-    agent's critic value V(o_e), and down-weight agents whose neighbours' rewards are volatile."""
+    # --- imitate only what helps (issue 12) -------------------------------------------------------
+    expert_gate: str = "advantage"
+    """Which demo samples the expert loss of ``leed`` and ``reled`` may imitate, refreshed every
+    update under the agent's current critic (docs/leed.md, "Imitate only what helps"):
+    ``advantage`` (default): (o_e, a_e) only where the demonstration's GAE(lambda) advantage under
+    the agent's critic is positive, i.e. following the demonstrator from o_e earned more than the
+    agent expects to earn from o_e (Q-filter / self-imitation test, bootstrapped); ``return``: the
+    demonstration's Monte-Carlo discounted return-to-go beats V(o_e) (RELED's original mask);
+    ``none``: imitate every sample (LEED before issue 12; bit-identical numbers). The fraction of
+    an agent's demo states that pass is its trust in the demonstrator (``expert_kept``): the
+    expert loss averages over all samples, so the effective weight is w_i x kept_i. RELED always
+    gates (``none`` gives it ``return``, its original mask); BC never does."""
+    expert_trust: str = "mean"
+    """Per-intersection trust in the demonstrator, on top of the gate (any ``expert_gate`` but
+    ``none``): ``mean`` (default): agent i imitates nothing in an update where the mean of its
+    demo samples' gate margins is not positive -- with ``advantage`` that mean estimates
+    J(demonstrator) - J(agent) at that intersection (performance-difference lemma), so a
+    demonstrator the agent already beats is not imitated at all, not even in the states where noise
+    made it look better; ``none``: the per-sample gate alone. Logged as ``expert_trust`` (share of
+    the agents with demos trusted in the update)."""
+    bc_pretrain_gate: str = "auto"
+    """Which agents the behaviour-cloning warm start imitates (leed, reled): ``queue``: only those
+    whose kept demonstrations had a lower mean queue than fixed time at that intersection, or whose
+    demonstrator beat fixed time on the city's summed mean queue (the dataset's ``quality``
+    metadata, written by ``leed-traffic demos``; a dataset without it warm-starts every agent);
+    ``none``: every agent with demonstrations; ``auto`` (default): ``queue`` unless
+    ``expert_gate`` is ``none``. The warm start runs before any critic exists, so the return gate
+    cannot protect it."""
+
+    # --- RELED hybrid balancing (algo reled) ------------------------------------------------------
     reled_volatility_coef: float = 1.0
     """kappa in w *= 1/(1 + kappa * v_i), v_i = std of neighbour rewards relative to the median."""
 
@@ -140,10 +183,6 @@ class TrainConfig:
     """Seeds torch, numpy and every episode's SUMO seed (derived per worker and episode)."""
     checkpoint_interval: int = 1
     """Write a checkpoint every N updates (and always at the end)."""
-    eval_episodes: int = 5
-    """Evaluation episodes per seed for the final policy (read by the evaluation command)."""
-    eval_seeds: tuple[int, ...] = (1000, 1001, 1002)
-    """Held-out SUMO seeds for evaluation (disjoint from training seeds, which are derived)."""
     progress: bool = True
     """Show the rich progress bar."""
 
@@ -158,32 +197,59 @@ class TrainConfig:
                 f"unknown expert_weight_mode {self.expert_weight_mode!r}; "
                 f"choose one of {', '.join(WEIGHT_MODES)}"
             )
+        if self.expert_gate not in EXPERT_GATES:
+            raise ValueError(f"unknown expert_gate {self.expert_gate!r}; choose one of {', '.join(EXPERT_GATES)}")
+        if self.expert_trust not in EXPERT_TRUSTS:
+            raise ValueError(f"unknown expert_trust {self.expert_trust!r}; choose one of {', '.join(EXPERT_TRUSTS)}")
+        if self.bc_pretrain_gate not in WARM_START_GATES:
+            raise ValueError(f"unknown bc_pretrain_gate {self.bc_pretrain_gate!r}; "
+                             f"choose one of {', '.join(WARM_START_GATES)}")
         if self.dtw_features not in ("phase", "obs"):
             raise ValueError(f"dtw_features must be 'phase' or 'obs', not {self.dtw_features!r}")
         if self.start_method not in ("spawn", "forkserver"):
             raise ValueError("start_method must be 'spawn' or 'forkserver'")
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        self.eval_seeds = tuple(int(s) for s in self.eval_seeds)
+        if self.episodes < 0:
+            raise ValueError("episodes must be >= 0 (0: the budget is total_env_steps)")
         if self.n_workers < 1 or self.update_epochs < 1 or self.num_minibatches < 1:
             raise ValueError("n_workers, update_epochs and num_minibatches must be >= 1")
 
     @property
     def uses_demos(self) -> bool:
-        """LEED and BC need demonstrations; IPPO and MAPPO do not."""
-        return self.algo in ("leed", "bc")
+        """LEED, RELED and BC need demonstrations; IPPO and MAPPO do not."""
+        from leed_traffic.learn.algos import get_algorithm
+
+        return get_algorithm(self.algo).uses_demos
+
+    @property
+    def warm_start_gate(self) -> str:
+        """``bc_pretrain_gate`` with ``auto`` resolved: ``queue`` unless ``expert_gate`` is none."""
+        if self.bc_pretrain_gate != "auto":
+            return self.bc_pretrain_gate
+        return "none" if self.expert_gate == "none" else "queue"
 
     @property
     def use_centralized_critic(self) -> bool:
-        return self.algo == "mappo" if self.centralized_critic is None else self.centralized_critic
+        """``centralized_critic``, or when None the algorithm's own choice (MAPPO's)."""
+        if self.centralized_critic is not None:
+            return self.centralized_critic
+        from leed_traffic.learn.algos import get_algorithm
+
+        return get_algorithm(self.algo).centralized_critic
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
-        d["eval_seeds"] = list(self.eval_seeds)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """A config from ``to_dict`` output, also of earlier versions (see ``LEGACY_KEYS``)."""
+        d = dict(d)
+        if d.pop("reled", False):
+            d["algo"] = "reled"
+        for k in LEGACY_KEYS:
+            d.pop(k, None)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

@@ -31,6 +31,20 @@ RELED hybrid (``reled``):
       neighbours' recent rewards divided by the median of that quantity over all agents: demos of an
       intersection whose surroundings are volatile describe a moving target and are trusted less;
       relative (not absolute) so that reward scale does not matter.
+
+The gate (``expert_gate``, issue 12 "imitate only what helps"; RELED's mask generalised to LEED):
+    m_j = 1[target_j > V_i(o_e,j)] per demo sample, with the target in the critic's units
+    (raw rewards / the reward normaliser's std) and refreshed every update:
+    ``return``     target = G_e, the Monte-Carlo return-to-go above (RELED's mask);
+    ``advantage``  target = G^lambda_e, the TD(lambda) return of the demonstration bootstrapped with
+                   the agent's own critic (``lambda_returns``), so m_j = 1[GAE_j > 0]: the
+                   demonstrated action, followed by the demonstrator for a few steps, earned more
+                   than the agent expects from o_e -- its advantage under the agent's critic.
+    The kept fraction of an agent's demo states is the share of its demonstrations worth imitating.
+    Trust (``expert_trust="mean"``): an agent imitates nothing in an update where the *mean* margin
+    over its demo samples is not positive; for ``advantage`` that mean estimates
+    J(demonstrator) - J(agent) by the performance-difference lemma (Kakade & Langford 2002), so
+    the noisy tail of a worse demonstrator's samples is not imitated either.
 """
 
 from __future__ import annotations
@@ -100,8 +114,31 @@ def discounted_returns(rewards: np.ndarray, episode: np.ndarray, gamma: float) -
     return out
 
 
+def lambda_returns(rewards: np.ndarray, values: np.ndarray, episode: np.ndarray, gamma: float,
+                   lam: float) -> np.ndarray:
+    """TD(lambda) return of every demo row under the agent's critic (``values`` = V(o_e), same units
+    as ``rewards``): G_t = V_t + A_t with A_t the GAE of the demonstration,
+    A_t = delta_t + gamma*lam*A_{t+1}, delta_t = r_t + gamma*V_{t+1} - V_t, within each trajectory.
+    The demos do not record the observation after their last step; the last row bootstraps with its
+    own V (the trainer bootstraps a scenario-end truncation with V(final obs) alike), so the end
+    of a demonstration is not mistaken for the end of all costs. lam = 1: the Monte-Carlo return
+    plus the bootstrap; lam = 0: the one-step TD target r_t + gamma*V_{t+1}."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    adv = np.zeros_like(rewards)
+    running = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        last = t == len(rewards) - 1 or episode[t] != episode[t + 1]
+        v_next = values[t] if last else values[t + 1]
+        delta = rewards[t] + gamma * v_next - values[t]
+        running = delta + (0.0 if last else gamma * lam * running)
+        adv[t] = running
+    return adv + values
+
+
 def reled_mask(expert_returns: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """1.0 where the expert's return-to-go beats the critic's value of the same state."""
+    """1.0 where the expert's return-to-go beats the critic's value of the same state (the gate:
+    ``expert_returns`` is the Monte-Carlo return-to-go, or the TD(lambda) return)."""
     return (np.asarray(expert_returns) > np.asarray(values)).astype(np.float32)
 
 
@@ -114,6 +151,11 @@ class WeightInfo:
     base: float = 0.0
     decay: float = 1.0
     volatility: float = 1.0
+    kept: float = float("nan")
+    """The gate's kept fraction of this agent's demo states (0 when its trust is 0; the expert loss
+    averages over all samples, so the effective weight is weight x kept); nan = ungated."""
+    trust: float = float("nan")
+    """1/0: the agent trusted its demonstrator in this update (``expert_trust``); nan = no trust test."""
 
 
 def expert_weight(

@@ -32,11 +32,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Categorical
+
+if TYPE_CHECKING:
+    from leed_traffic.learn.config import TrainConfig
+    from leed_traffic.learn.rollout import EnvSpec
 
 MASKED_LOGIT = -1e9
 
@@ -182,6 +187,15 @@ class MultiAgentPolicy(nn.Module):
         val = self.value(self.critic_input(padded))
         return act.numpy(), logp.numpy(), val.numpy()
 
+    def actor_module(self, agent: str, *, with_action: bool = False) -> "AgentActor":
+        """``agent``'s actor as a stand-alone module (a copy of its current weights): obs
+        [B, obs_dim] -> logits [B, n_actions] (and, ``with_action``, the argmax action [B]).
+
+        What an exported model runs (ONNX / TorchScript); its logits equal ``logits`` for that
+        agent, so a deployed controller decides as the trained policy's argmax does.
+        """
+        return AgentActor(self, agent, with_action=with_action).eval()
+
     def act_batch(
         self, obs: dict[str, np.ndarray], deterministic: bool = False
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -190,6 +204,53 @@ class MultiAgentPolicy(nn.Module):
         return ({a: act_np[i] for i, a in enumerate(self.agents)},
                 {a: logp_np[i] for i, a in enumerate(self.agents)},
                 {a: val_np[i] for i, a in enumerate(self.agents)})
+
+
+def build_policy(spec: "EnvSpec", config: "TrainConfig") -> MultiAgentPolicy:
+    """A freshly initialised policy for the env ``spec`` with ``config``'s architecture (draws
+    from torch's RNG: the orthogonal init)."""
+    specs = [AgentSpec(a, spec.obs_dims[a], spec.n_actions[a]) for a in spec.agents]
+    return MultiAgentPolicy(specs, config.hidden_sizes, config.share_parameters, config.use_centralized_critic)
+
+
+class AgentActor(nn.Module):
+    """One agent's actor out of a ``MultiAgentPolicy`` (see ``MultiAgentPolicy.actor_module``).
+
+    Plain tensor operations on the agent's slice of the stacked weights (pad the observation to
+    the policy's width, append the one-hot agent id when parameters are shared, MLP with tanh,
+    keep the agent's own actions), so ``torch.onnx.export`` and ``torch.jit.trace`` handle it.
+    """
+
+    def __init__(self, policy: MultiAgentPolicy, agent: str, with_action: bool = False):
+        super().__init__()
+        i = policy.agents.index(agent)
+        spec = policy.specs[agent]
+        s = 0 if policy.share else i
+        self.weights = nn.ParameterList([nn.Parameter(w[s].detach().clone(), requires_grad=False)
+                                         for w in policy.actor.weights])
+        self.biases = nn.ParameterList([nn.Parameter(b[s, 0].detach().clone(), requires_grad=False)
+                                        for b in policy.actor.biases])
+        self.pad = policy.max_obs - spec.obs_dim
+        self.share = bool(policy.share)
+        onehot = torch.zeros(len(policy.agents))
+        onehot[i] = 1.0
+        self.register_buffer("onehot", onehot)
+        self.n_actions = spec.n_actions
+        self.with_action = with_action
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        x = nn.functional.pad(obs, (0, self.pad))
+        if self.share:
+            x = torch.cat([x, self.onehot.expand(x.shape[0], -1)], dim=-1)
+        n = len(self.weights)
+        for k in range(n):
+            x = torch.matmul(x, self.weights[k]) + self.biases[k]
+            if k < n - 1:
+                x = torch.tanh(x)
+        logits = x[:, : self.n_actions]
+        if self.with_action:
+            return logits, torch.argmax(logits, dim=-1)
+        return logits
 
 
 def clip_grad_norm_per_agent(policy: MultiAgentPolicy, max_norm: float) -> torch.Tensor:
@@ -210,44 +271,3 @@ def clip_grad_norm_per_agent(policy: MultiAgentPolicy, max_norm: float) -> torch
     for g in grads:
         g.mul_(scale.reshape(S, *([1] * (g.dim() - 1))))
     return norms
-
-
-class PolicyController:
-    """A trained policy as a controller: ``act(obs) -> {agent: phase}``, deterministic (argmax).
-
-    This is what evaluation plugs in (``leed-traffic evaluate --controller policy --run RUN``).
-    """
-
-    def __init__(self, policy: MultiAgentPolicy, metadata: dict | None = None, sample: bool = False):
-        self.policy = policy.eval()
-        self.agents = list(policy.agents)
-        self.metadata = metadata or {}
-        self.sample = sample
-        """False: argmax (deterministic). True: draw from pi with a seeded generator (see ``reseed``):
-        the stochastic policy PPO actually trained, reproducible per episode seed."""
-        self._gen = torch.Generator().manual_seed(0)
-
-    def reseed(self, seed: int) -> None:
-        self._gen.manual_seed(int(seed))
-
-    def act(self, obs: dict[str, np.ndarray]) -> dict[str, int]:
-        missing = [a for a in self.agents if a not in obs]
-        if missing:
-            raise KeyError(f"observation lacks agents {missing[:5]} (policy trained on another net?)")
-        batch = {a: np.asarray(obs[a], dtype=np.float32).reshape(1, -1) for a in self.agents}
-        for a in self.agents:
-            if batch[a].shape[1] != self.policy.specs[a].obs_dim:
-                raise ValueError(
-                    f"agent {a}: observation size {batch[a].shape[1]} but the policy was trained "
-                    f"on {self.policy.specs[a].obs_dim}"
-                )
-        if not self.sample:
-            actions, _, _ = self.policy.act_batch(batch, deterministic=True)
-            return {a: int(actions[a][0]) for a in self.agents}
-        with torch.no_grad():
-            probs = self.policy.dist(self.policy.pad(batch)).probs  # [agents, 1, n]
-        draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=self._gen).reshape(-1)
-        return {a: int(draws[i]) for i, a in enumerate(self.agents)}
-
-    def __call__(self, obs: dict[str, np.ndarray]) -> dict[str, int]:
-        return self.act(obs)

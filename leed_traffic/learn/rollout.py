@@ -2,14 +2,14 @@
 
 libsumo runs a single simulation per process, so parallel rollouts need processes. The trainer
 only talks to a ``WorkerPool`` of ``Worker`` objects (``reset/step/close`` plus ``spec``); a
-worker is built from a *picklable factory* (``EnvFactory``: city name + env options), so the same
+worker is built from a *picklable factory* (``EnvFactory``: city or scenario + env options), so the same
 interface can later be served by a distributed engine on other machines (a remote worker only has
 to implement the same four calls).
 
 - ``InProcessWorker``: the env lives in this process (n_workers = 1; also what tests use).
 - ``ProcessWorker``: the env lives in a child process started with ``spawn``/``forkserver``
   (never ``fork``: libsumo and torch's thread pools do not survive it) and is driven over a pipe;
-  ``*_async`` + ``wait`` let the pool step all workers concurrently.
+  ``step_async`` + ``wait`` let the pool step all workers concurrently.
 """
 
 from __future__ import annotations
@@ -28,15 +28,24 @@ StepResult = tuple[Obs, dict[str, float], dict[str, bool], dict[str, bool], dict
 
 @dataclass(frozen=True)
 class EnvFactory:
-    """Picklable recipe for an environment: ``leed_traffic.env.make_env(city, **options)``."""
+    """Picklable recipe for an environment: ``leed_traffic.env.make_env(city, **options)``.
 
-    city: str
+    ``city``: a city name (its scenario is built or taken from the cache in every worker) or a
+    built ``Scenario``.
+    """
+
+    city: Any
     options: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self) -> Any:
         from leed_traffic.env import make_env
 
         return make_env(self.city, **self.options)
+
+    @property
+    def name(self) -> str:
+        """The city's name."""
+        return self.city if isinstance(self.city, str) else str(getattr(self.city, "city", ""))
 
 
 @dataclass
@@ -141,10 +150,7 @@ class InProcessWorker:
     def close(self) -> None:
         self.env.close()
 
-    # the async API of ProcessWorker, trivially (so the pool treats both alike)
-    def reset_async(self, seed: int | None) -> None:
-        self._pending = self.reset(seed)
-
+    # the stepping API of ProcessWorker, trivially (so the pool treats both alike)
     def step_async(self, actions: dict[str, int]) -> None:
         self._pending = self.step(actions)
 
@@ -214,9 +220,6 @@ class ProcessWorker:
         self.conn.send(("spec", None))
         return self._recv()
 
-    def reset_async(self, seed: int | None) -> None:
-        self.conn.send(("reset", seed))
-
     def step_async(self, actions: dict[str, int]) -> None:
         self.conn.send(("step", actions))
 
@@ -224,7 +227,7 @@ class ProcessWorker:
         return self._recv()
 
     def reset(self, seed: int | None) -> tuple[Obs, dict[str, Any]]:
-        self.reset_async(seed)
+        self.conn.send(("reset", seed))
         return self.wait()
 
     def step(self, actions: dict[str, int]) -> StepResult:
@@ -290,9 +293,3 @@ class WorkerPool:
                 w.close()
             except Exception:  # noqa: BLE001 - close the others regardless
                 pass
-
-    def __enter__(self) -> "WorkerPool":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

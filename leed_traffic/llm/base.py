@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TypeVar
 
 from leed_traffic.errors import UserError
 from leed_traffic.state import IntersectionState
@@ -23,8 +22,6 @@ from .cache import AnswerCache
 from .text import PROMPT_VERSION, render_state
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class DemonstratorUnavailable(UserError, RuntimeError):
@@ -169,15 +166,6 @@ class LLMDemonstrator(Demonstrator):
     def _ask(self, states: Sequence[IntersectionState], texts: Sequence[str]) -> list[RawAnswer]:
         """Ask the model about these states (one answer per state, same order)."""
 
-    def _ask_in_chunks(self, states: Sequence[IntersectionState], texts: Sequence[str], size: int,
-                       ask_chunk) -> list[RawAnswer]:
-        """Remote backends put many intersections in one request, ``size`` at most per request."""
-        out: list[RawAnswer] = []
-        n = max(1, size)
-        for lo in range(0, len(states), n):
-            out += ask_chunk(states[lo : lo + n], texts[lo : lo + n])
-        return out
-
     def decide(
         self,
         states: Sequence[IntersectionState],
@@ -226,73 +214,3 @@ class LLMDemonstrator(Demonstrator):
             if self.cache is not None and fresh:
                 self.cache.put_many(self.backend, self.model, self.prompt_version, fresh)
         return out  # type: ignore[return-value]
-
-
-@dataclass
-class RetryPolicy:
-    max_attempts: int = 6
-    """Total tries per request on retryable errors (429, 5xx, 529 overloaded, network)."""
-    backoff_s: float = 1.0
-    """First retry delay; doubles each retry up to ``backoff_max_s``; a longer Retry-After wins."""
-    backoff_max_s: float = 30.0
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    resp = getattr(exc, "response", None)
-    try:
-        value = resp.headers.get("retry-after") if resp is not None else None
-        return float(value) if value is not None else None
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-def call_with_retries(
-    fn: Callable[[], T],
-    *,
-    backend: str,
-    policy: RetryPolicy,
-    stats: DemonstratorStats,
-    connection_error: type[BaseException],
-    status_error: type[BaseException],
-    base_error: type[BaseException],
-    secret: str | None,
-    sleep: Callable[[float], None] = time.sleep,
-    key_var: str = "",
-) -> T:
-    """Run one API request with bounded exponential backoff on transient failures.
-
-    Retryable: connection errors and timeouts, HTTP 408/409/429 and every 5xx (529 = overloaded).
-    Anything else, or the last failure, becomes a :class:`DemonstratorError` whose message names
-    the error class and status but never the request, the response body or the key.
-    """
-    delay = policy.backoff_s
-
-    def scrub(text: str) -> str:
-        return text.replace(secret, "[redacted]") if secret else text
-
-    for attempt in range(1, policy.max_attempts + 1):
-        stats.calls += 1
-        try:
-            return fn()
-        except base_error as e:
-            status = getattr(e, "status_code", None) if isinstance(e, status_error) else None
-            what = type(e).__name__ + (f" (HTTP {status})" if status else "")
-            retryable = isinstance(e, connection_error) or (
-                status is not None and (status in (408, 409, 429) or status >= 500)
-            )
-            if not retryable:
-                hint = f" -- check {key_var}" if status in (401, 403) and key_var else ""
-                raise DemonstratorError(scrub(f"{backend} request failed: {what}{hint}")) from None
-            if attempt == policy.max_attempts:
-                raise DemonstratorError(
-                    scrub(
-                        f"{backend} request failed after {attempt} attempts: {what}; answers so "
-                        "far are cached, re-run to resume"
-                    )
-                ) from None
-            wait = min(policy.backoff_max_s, max(delay, _retry_after(e) or 0.0))
-            log.warning("%s: %s, retry %d in %.1f s", backend, what, attempt, wait)
-            stats.retries += 1
-            sleep(wait)
-            delay *= 2
-    raise AssertionError("unreachable")

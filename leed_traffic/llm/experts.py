@@ -1,38 +1,31 @@
 """Rule-based reference experts behind the demonstrator interface -- not LLMs, labelled so.
 
 They answer "how much does LEED gain from a good demonstrator?" and give offline demonstrations
-worth learning from when no LLM is available. Both choose among the legal phases only, so every
-answer is valid; ties keep the current phase (no needless yellow).
+worth learning from when no LLM is available. The rules are ``leed_traffic.rules``' (the same
+scores and choice as the classical ``max-pressure`` / ``greedy`` controllers), applied to the legal
+phases only, so every answer is valid; ties keep the current phase (no needless yellow).
+
+``random`` is the opposite reference: a uniformly random legal phase at every decision, the worst
+case a demonstrator can be without being adversarial (tests and benchmarks of the expert gate,
+issue 12: LEED must not fall below IPPO however bad its demonstrations are).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from leed_traffic.state import IntersectionState, PhaseInfo
+import numpy as np
+
+from leed_traffic.rules import METRICS, choose_phase, state_scores
+from leed_traffic.state import IntersectionState
 
 from .base import Decision, Demonstrator
-
-
-def _argmax_keep_current(
-    state: IntersectionState, score: Callable[[PhaseInfo], float]
-) -> tuple[int, float]:
-    by_index = {p.index: p for p in state.phases}
-    legal = [a for a in state.legal_actions if a in by_index]
-    if not legal:  # no phase info: hold (legal by construction)
-        return state.current_phase, 0.0
-    best = max(score(by_index[a]) for a in legal)
-    if state.current_phase in legal and score(by_index[state.current_phase]) >= best:
-        return state.current_phase, best
-    return min(a for a in legal if score(by_index[a]) >= best), best
 
 
 class _RuleExpert(Demonstrator):
     is_llm = False
     metric = ""
-
-    def _score(self, p: PhaseInfo) -> float:
-        raise NotImplementedError
+    """The per-phase number the rule maximises: "pressure" or "queue" (``rules.METRICS``)."""
 
     def decide(
         self,
@@ -46,7 +39,8 @@ class _RuleExpert(Demonstrator):
                 self.stats.forced += 1
                 out.append(Decision(s.legal_actions[0], "only legal phase", True))
                 continue
-            phase, value = _argmax_keep_current(s, self._score)
+            # legal phases only (no phase info at all: hold, legal by construction)
+            phase, value = choose_phase(state_scores(s, self.metric), s.current_phase, legal=s.legal_actions)
             verb = "keep" if phase == s.current_phase else "switch to"
             out.append(Decision(phase, f"{verb} phase {phase}: largest {self.metric} ({value:g})", True))
         return out
@@ -58,10 +52,7 @@ class MaxPressure(_RuleExpert):
 
     name = "max-pressure"
     model = "rule:max-pressure"
-    metric = "pressure"
-
-    def _score(self, p: PhaseInfo) -> float:
-        return float(p.pressure)
+    metric = METRICS["max-pressure"]
 
 
 class LongestQueue(_RuleExpert):
@@ -69,7 +60,39 @@ class LongestQueue(_RuleExpert):
 
     name = "longest-queue"
     model = "rule:longest-queue"
-    metric = "queue"
+    metric = METRICS["longest-queue"]
 
-    def _score(self, p: PhaseInfo) -> float:
-        return float(p.queue)
+
+class RandomExpert(Demonstrator):
+    """A uniformly random legal phase at every decision (the worst-case reference demonstrator).
+
+    Seeded: one ``numpy`` generator draws the decisions in the order they are asked, so the same
+    seed asked the same states in the same order gives the same answers (a generation run is
+    reproducible; its rounds differ because the draws continue). A single legal phase is forced
+    and draws nothing."""
+
+    name = "random"
+    model = "rule:random"
+    is_llm = False
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+
+    def decide(
+        self,
+        states: Sequence[IntersectionState],
+        feedback: Mapping[str, str] | None = None,
+    ) -> list[Decision]:
+        out = []
+        for s in states:
+            self.stats.decisions += 1
+            legal = list(s.legal_actions) or [s.current_phase]
+            if len(legal) == 1:
+                self.stats.forced += 1
+                out.append(Decision(legal[0], "only legal phase", True))
+                continue
+            phase = int(legal[int(self.rng.integers(len(legal)))])
+            out.append(Decision(phase, f"uniformly random among legal phases {legal}", True))
+        return out

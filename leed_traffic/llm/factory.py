@@ -13,7 +13,7 @@ from .cache import AnswerCache
 
 log = logging.getLogger(__name__)
 
-CHOICES = ("auto", "claude", "openai", "local", "max-pressure", "longest-queue")
+CHOICES = ("auto", "claude", "openai", "local", "max-pressure", "longest-queue", "random")
 
 
 def resolve_auto() -> tuple[str, str]:
@@ -49,6 +49,10 @@ def make_demonstrator(
         from .experts import LongestQueue
 
         return LongestQueue()
+    if key == "random":  # uniform over the legal phases: the worst-case reference (``seed=`` opt)
+        from .experts import RandomExpert
+
+        return RandomExpert(seed=int(opts.get("seed", 0)))
 
     store = cache if isinstance(cache, AnswerCache) or cache is None else AnswerCache(cache)
     ctor_keys = {"http_client", "api_key", "sleep"}

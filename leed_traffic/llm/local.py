@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,3 +243,60 @@ class LocalDemonstrator(LLMDemonstrator):
 
     def close(self) -> None:
         self._server = None  # the server stops when collected
+
+
+class LocalOpenAIServer:
+    """The embedded model behind llama.cpp's OpenAI-compatible HTTP server on 127.0.0.1, at a free
+    port: a real ``--llm openai`` endpoint offline (tests, demos). Its chat endpoint decodes
+    under a request's ``response_format`` JSON schema (llama.cpp turns it into a grammar).
+
+    ``with LocalOpenAIServer() as srv: make_demonstrator("openai", base_url=srv.base_url, ...)``
+    """
+
+    MIN_LIFETIME_S = 2.0
+    """Destroying a llama.cpp server right after starting it has hung; closing waits this long."""
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        threads: int = 1,
+        ctx: int = 8192,
+        slots: int = 1,
+        alias: str = MODEL_NAME,
+    ) -> None:
+        try:
+            import xllamacpp
+        except ImportError as e:  # pragma: no cover - pinned dependency
+            raise DemonstratorUnavailable(
+                "The local OpenAI-compatible server needs xllamacpp (pip install "
+                "xllamacpp==2026.10.11549)."
+            ) from e
+        self.path = Path(model_path) if model_path else find_gguf()
+        p = xllamacpp.CommonParams()
+        p.model.path = str(self.path)
+        p.model_alias = {alias}
+        p.hostnames = ["127.0.0.1"]
+        p.port = 0  # a free port, chosen by the OS
+        p.n_parallel = max(1, slots)
+        p.n_ctx = max(1, slots) * ctx
+        p.cpuparams.n_threads = threads
+        p.cpuparams_batch.n_threads = threads
+        p.verbosity = -1
+        self.model = alias
+        self._started = time.monotonic()
+        self._server: Any = xllamacpp.Server(p)
+        self.base_url = str(self._server.listening_address).rstrip("/") + "/v1"
+
+    def close(self) -> None:
+        if self._server is None:
+            return
+        wait = self.MIN_LIFETIME_S - (time.monotonic() - self._started)
+        if wait > 0:
+            time.sleep(wait)
+        self._server = None  # the server stops when collected
+
+    def __enter__(self) -> "LocalOpenAIServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

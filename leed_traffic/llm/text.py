@@ -105,11 +105,14 @@ def render_batch(
     states: Sequence[IntersectionState],
     feedback: Mapping[str, str] | None = None,
     texts: Sequence[str] | None = None,
+    keys: Sequence[str] | None = None,
 ) -> str:
     """One user message asking for a decision at each of many intersections (one request for a city).
 
     ``texts`` lets the caller pass already-rendered states (the cache keys) so the prompt and the
-    cache agree byte for byte.
+    cache agree byte for byte. ``keys`` are the names the answer schema expects per intersection;
+    where one is not the intersection id (an id too long or unusual for a schema property name)
+    the block says which key to answer under.
     """
     feedback = feedback or {}
     if texts is None:
@@ -118,5 +121,10 @@ def render_batch(
         f"Decide the next green phase at each of these {len(states)} intersections. "
         "Return one decision per intersection, keyed by its id.\n"
     )
-    blocks = [f"### {i + 1}.\n{t}" for i, t in enumerate(texts)]
+    blocks = []
+    for i, (s, t) in enumerate(zip(states, texts)):
+        block = f"### {i + 1}.\n{t}"
+        if keys is not None and keys[i] != s.agent_id:
+            block += f'\nAnswer for this intersection under the key "{keys[i]}".'
+        blocks.append(block)
     return head + "\n\n".join(blocks)
