@@ -39,11 +39,14 @@ class _RuleExpert(Demonstrator):
                 self.stats.forced += 1
                 out.append(Decision(s.legal_actions[0], "only legal phase", True))
                 continue
-            # legal phases only (no phase info at all: hold, legal by construction)
-            phase, value = choose_phase(state_scores(s, self.metric), s.current_phase, legal=s.legal_actions)
-            verb = "keep" if phase == s.current_phase else "switch to"
-            out.append(Decision(phase, f"{verb} phase {phase}: largest {self.metric} ({value:g})", True))
+            out.append(self._choose(s))
         return out
+
+    def _choose(self, s: IntersectionState) -> Decision:
+        # legal phases only (no phase info at all: hold, legal by construction)
+        phase, value = choose_phase(state_scores(s, self.metric), s.current_phase, legal=s.legal_actions)
+        verb = "keep" if phase == s.current_phase else "switch to"
+        return Decision(phase, f"{verb} phase {phase}: largest {self.metric} ({value:g})", True)
 
 
 class MaxPressure(_RuleExpert):
@@ -63,7 +66,7 @@ class LongestQueue(_RuleExpert):
     metric = METRICS["longest-queue"]
 
 
-class RandomExpert(Demonstrator):
+class RandomExpert(_RuleExpert):
     """A uniformly random legal phase at every decision (the worst-case reference demonstrator).
 
     Seeded: one ``numpy`` generator draws the decisions in the order they are asked, so the same
@@ -80,19 +83,7 @@ class RandomExpert(Demonstrator):
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
 
-    def decide(
-        self,
-        states: Sequence[IntersectionState],
-        feedback: Mapping[str, str] | None = None,
-    ) -> list[Decision]:
-        out = []
-        for s in states:
-            self.stats.decisions += 1
-            legal = list(s.legal_actions) or [s.current_phase]
-            if len(legal) == 1:
-                self.stats.forced += 1
-                out.append(Decision(legal[0], "only legal phase", True))
-                continue
-            phase = int(legal[int(self.rng.integers(len(legal)))])
-            out.append(Decision(phase, f"uniformly random among legal phases {legal}", True))
-        return out
+    def _choose(self, s: IntersectionState) -> Decision:
+        legal = list(s.legal_actions) or [s.current_phase]  # no legal phase listed: hold
+        phase = int(legal[int(self.rng.integers(len(legal)))])
+        return Decision(phase, f"uniformly random among legal phases {legal}", True)
