@@ -93,7 +93,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     if uses_demos(task):
         cfg.demos.path = str(make_demos(task))
     rd = Path(task["runs"]) / task["city"] / f"{task['variant']}-s{task['seed']}"
-    res = run_experiment(cfg, rd, resume=None, progress=False)
+    res = run_experiment(cfg, rd, progress=False)
     df = res.evaluation
     sampled = df[~df["controller"].str.endswith("-argmax")]
     argmax = df[df["controller"].str.endswith("-argmax")]

@@ -141,7 +141,7 @@ def task_train(t: dict) -> dict:
     if llm:
         cfg.demos.llm, cfg.demos.path = llm, str(demos_dir(runs, city, llm) / "dataset")
     cfg.eval.controllers = ()  # the classical controllers are evaluated once per city (task_classical)
-    res = run_experiment(cfg, run_dir(runs, city, name, seed), resume=None, progress=False)
+    res = run_experiment(cfg, run_dir(runs, city, name, seed), progress=False)
     return {"status": res.trained, "env_steps": final_env_steps(res.run)}
 
 

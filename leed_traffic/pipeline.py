@@ -89,16 +89,15 @@ def run_experiment(
     cfg: ExperimentConfig,
     run_dir: str | Path | None = None,
     *,
-    resume: bool | None = None,
+    resume: bool = True,
     say: Say | None = None,
     progress: bool = True,
 ) -> ExperimentResult:
     """Run (or continue) one experiment in one run directory; returns what it measured.
 
-    ``resume``: None continues a run that has a checkpoint and starts one that has none (what
-    benchmarks want); False refuses to touch a directory that already holds a run (the CLI's
-    default, so a typo cannot append to someone else's run); True requires... nothing more than
-    None: it continues when there is something to continue.
+    ``resume``: True continues a run that has a checkpoint and starts one that has none (what
+    benchmarks want); False refuses a directory that already holds a run (the CLI without
+    ``--resume``, so a typo cannot append to someone else's run).
     """
     say = say or (lambda text: log.info(text))
     cfg.validate()
@@ -106,7 +105,7 @@ def run_experiment(
     resolve(cfg, scenario)
     run = RunDir(Path(run_dir) if run_dir is not None else default_run_dir(cfg, scenario))
     has_ckpt = run.latest_checkpoint() is not None
-    if has_ckpt and resume is False:
+    if has_ckpt and not resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or choose "
                         "another --out directory.")
     run.path.mkdir(parents=True, exist_ok=True)
@@ -190,8 +189,9 @@ def train_stage(cfg: ExperimentConfig, scenario: Scenario, run: RunDir, dataset,
     done = final_env_steps(run)
     if done is not None and done >= cfg.train.total_env_steps:
         return "finished"
-    cfg.train.progress = cfg.train.progress and progress
-    result = train(cfg.train, run, EnvFactory(scenario, cfg.env.options()), dataset, resume=resume)
+    # the progress bar is not part of the experiment: config.json keeps the setting as configured
+    train_cfg = dataclasses.replace(cfg.train, progress=cfg.train.progress and progress)
+    result = train(train_cfg, run, EnvFactory(scenario, cfg.env.options()), dataset, resume=resume)
     meta = run.config()
     meta["env"] = result.spec.to_dict()
     meta["fingerprint"] = result.fingerprint
