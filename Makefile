@@ -10,14 +10,17 @@ APT_PACKAGES := libgl1 libgl1-mesa-dri libx11-6 libxext6 libxrender1 libxft2 lib
 
 RUN ?= runs/$(CITY)-leed-s0
 LLM ?= auto
+# the main job fine-tunes the shipped pretrained phase policy (leed_traffic/pretrained/); INIT= trains from scratch
+INIT ?= pretrained
 ROUNDS ?= 3
 
-.PHONY: setup system-deps test build evaluate train demos export gui snapshot report bench bench-learning clean-cache help
+.PHONY: setup system-deps test build evaluate train demos export gui snapshot report bench bench-learning bench-scaling clean-cache help
 
 help:
 	@echo "make setup                 install system libraries, the virtualenv and the package"
 	@echo "make test                  run the test suite (what CI runs)"
-	@echo "make train CITY=...        LEED: demonstrations, training, evaluation, report (RUN=runs/CITY-leed-s0)"
+	@echo "make train CITY=...        LEED from the pretrained policy: demonstrations, training, evaluation, report"
+	@echo "                           (RUN=runs/CITY-leed-s0; INIT= to train from scratch)"
 	@echo "make demos CITY=... LLM=   expert demonstrations (auto, claude, openai, local, max-pressure, longest-queue)"
 	@echo "make export CITY=...       signal plans + ONNX policies of RUN"
 	@echo "make gui CITY=... [RUN=]   sumo-gui with the trained policy live (or the fixed programs)"
@@ -25,6 +28,7 @@ help:
 	@echo "make evaluate CITY=...     evaluate every classical controller on held-out seeds"
 	@echo "make bench                 env throughput, demonstration cost, training-loop throughput -> docs/benchmarks.md"
 	@echo "make bench-learning        learning results (hours) -> docs/learning.md"
+	@echo "make bench-scaling         rollout throughput, 1-2 workers per backend + a 2-node Ray cluster -> docs/benchmarks.md"
 
 setup: $(STAMP)
 
@@ -58,7 +62,7 @@ evaluate: setup
 	$(VENV)/bin/leed-traffic evaluate --city $(CITY) --episodes $(EPISODES) --out runs/evaluate-$(CITY)
 
 train: setup
-	$(VENV)/bin/leed-traffic train --city $(CITY) --llm $(LLM) --out $(RUN) $(if $(wildcard $(RUN)/config.json),--resume,)
+	$(VENV)/bin/leed-traffic train --city $(CITY) --llm $(LLM) $(if $(INIT),--init $(INIT),) --out $(RUN) $(if $(wildcard $(RUN)/config.json),--resume,)
 
 demos: setup
 	$(VENV)/bin/leed-traffic demos --city $(CITY) --llm $(LLM) --rounds $(ROUNDS) --out runs/demos-$(CITY)-$(LLM)
@@ -79,6 +83,10 @@ bench: setup
 	$(PY) benchmarks/bench_env.py --out docs
 	$(PY) benchmarks/bench_demos.py --city helsinki --seconds 3600 --out docs
 	$(PY) benchmarks/bench_train.py --city helsinki --episodes 10 --repeats 2 --out docs
+
+# Rollout workers on every backend (inprocess, process, ray, a two-node Ray cluster on this machine).
+bench-scaling: setup
+	$(PY) benchmarks/bench_scaling.py --city helsinki --seconds 900 --episodes 6 --out docs
 
 # The documented learning results (docs/learning.md), one section per invocation; hours on 2 cores.
 # RESCO maps train with the queue reward, the OSM cities with max green enforced (docs/leed.md).

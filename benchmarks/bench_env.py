@@ -79,8 +79,13 @@ def grid_scenario(n: int, per_n: float | None = None):
     from leed_traffic.scenario import scenario_from_files
 
     demand = DemandSpec(veh_per_hour=per_n * n, seeds=(0,))
-    key = json.dumps({"n": n, "opts": GRID_OPTS, "demand": repr(demand), "window": [GRID_BEGIN, GRID_END],
-                      "sumo": _sumo_version()}, sort_keys=True)
+    from leed_traffic.demand import BINOMIAL_N, binomial_n
+
+    key_of = {"n": n, "opts": GRID_OPTS, "demand": repr(demand), "window": [GRID_BEGIN, GRID_END],
+              "sumo": _sumo_version()}
+    if binomial_n(demand.veh_per_hour) != BINOMIAL_N:  # above 7,200 veh/h older grids were capped
+        key_of["binomial"] = binomial_n(demand.veh_per_hour)
+    key = json.dumps(key_of, sort_keys=True)
     final = CACHE_DIR / f"grid{n}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     net, routes = final / f"grid{n}.net.xml", final / "routes_s0.rou.xml"
     if not routes.exists():

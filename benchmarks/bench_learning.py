@@ -100,7 +100,8 @@ def experiment(t: dict):
     return benchmark_config(t["city"], eval_episodes=t["eval_episodes"], seconds=t.get("seconds"),
                             reward=t.get("reward"), observation=t.get("observation"),
                             enforce_max_green=bool(t.get("enforce_max_green")), rounds=t.get("rounds", 2),
-                            workers=t.get("workers", 1), seed=int(t.get("seed", 0)))
+                            workers=t.get("workers", 1), seed=int(t.get("seed", 0)),
+                            settings=dict(kv.split("=", 1) for kv in t.get("settings", [])))
 
 
 def env_options(t: dict) -> dict[str, Any]:
@@ -426,6 +427,7 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
         + f", {args.workers} rollout worker(s), reward {args.reward or 'diff-waiting-time (the env default)'}"
         + (f", observation {args.observation}" if args.observation else "")
         + (", max green enforced" if args.enforce_max_green else "")
+        + "".join(f", {kv}" for kv in args.settings)
         + f", seeds {','.join(map(str, seeds))}; final policies evaluated over "
         f"{args.eval_episodes} held-out episodes (the scenario's evaluation seeds, never used in training). "
         "Each seed's value is the mean over its evaluation episodes; ± is the std over seeds (learners) "
@@ -600,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--enforce-max-green", action="store_true",
                    help="force a phase change after max_green (as real controllers do; off in sumo-rl)")
     p.add_argument("--workers", type=int, default=1, help="rollout worker processes per training run")
+    p.add_argument("--set", dest="settings", action="append", default=[],
+                   help="further SECTION.FIELD=VALUE for every run and its demonstrations (e.g. train.policy=phase)")
     p.add_argument("--jobs", type=int, default=1, help="tasks (training runs, evaluations) run in parallel")
     p.add_argument("--demo-rounds", type=int, default=2, help="demonstration generation/refinement rounds")
     p.add_argument("--scalability", action="store_true",
@@ -636,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     base = {"runs": str(args.runs), "seconds": args.seconds, "eval_episodes": args.eval_episodes,
             "reward": args.reward, "observation": args.observation,
             "enforce_max_green": args.enforce_max_green,
-            "workers": args.workers, "rounds": args.demo_rounds}
+            "workers": args.workers, "rounds": args.demo_rounds, "settings": list(args.settings)}
     scal_algos = [a for a in args.scalability_algos.split(",") if a]
     plan: list[tuple[str, list[str], int]] = [(c, algos, args.episodes) for c in cities]
     if args.scalability:

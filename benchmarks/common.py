@@ -171,6 +171,8 @@ def benchmark_config(city: str, *, eval_episodes: int, seconds: int | None = Non
         cfg.env.reward = reward
     if observation:
         cfg.env.observation = observation
+        if observation != "phase":  # another observation: per-intersection networks (the phase policy reads only its own)
+            cfg.train.policy = "mlp"
     cfg.demos.rounds = rounds
     cfg.train.seed, cfg.train.n_workers, cfg.train.progress = seed, workers, False
     cfg.eval.episodes, cfg.eval.report = eval_episodes, False

@@ -52,7 +52,7 @@ from leed_traffic.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-FIT_VERSION = "1"
+FIT_VERSION = "2"
 """Bump to invalidate every cached fit after changing how a trial is run or judged."""
 
 Progress = Callable[[str], None]

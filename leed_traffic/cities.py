@@ -6,7 +6,10 @@
 2. a RESCO benchmark scenario shipped inside the installed sumo-rl package (cologne8, ...),
 3. a path to an OSM file: OSM XML, PBF, or gzip/bz2-compressed OSM XML, recognised by its content
    whatever its name (``osm_format``),
-4. ``place:<name>`` or a name with a comma ("Heidelberg, Germany"): downloaded with osmnx (online).
+4. ``place:<name>`` or a name with a comma ("Heidelberg, Germany"): downloaded with osmnx (online),
+5. ``grid:NxM`` (or ``grid:N``, ``grid-NxM``): a synthetic N x M grid built with SUMO's netgenerate,
+   a traffic light on every junction (``GRID_OPTIONS``), random trips scaled to the grid
+   (``grid_spec``). ``grid4x4`` without the colon stays RESCO's map.
 
 Plain unknown names are errors that list the bundled cities, never silent downloads: a typo
 should not turn into a network request.
@@ -46,6 +49,22 @@ RESCO_SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
+GRID_MAX = 32
+"""Largest grid side ``grid:NxM`` accepts (32 x 32 = 1,024 agents)."""
+GRID_OPTIONS: tuple[str, ...] = (
+    "--grid", "--grid.length", "100", "--grid.attach-length", "100",
+    "--tls.guess", "true", "--tls.guess.threshold", "0",
+)
+"""netgenerate options of ``grid:`` cities (as benchmarks/bench_env.py's grids): 100 m blocks, one
+lane each way, 100 m fringe edges attached to the border junctions so that every junction is a
+four-arm crossing, and a traffic light on every junction (``--tls.guess.threshold 0``: the default
+threshold skips 50 km/h single-lane crossings)."""
+GRID_VEH_PER_HOUR_PER_SIDE = 1000.0
+"""Peak demand of a grid = this x (N + M) / 2 veh/h. Trips cross the grid (fringe factor 10), so a
+trip passes about N junctions and the load per junction stays about constant as the grid grows
+(~3 vehicles per junction after 900 s, as helsinki and luxembourg have per agent)."""
+
+
 @dataclass(frozen=True)
 class DemandSpec:
     """Random trips with a time-of-day profile (see ``leed_traffic.demand``)."""
@@ -72,7 +91,8 @@ class CitySpec:
 
     name: str
     kind: str
-    """"osm" (bundled or file or downloaded extract) or "resco" (files from the sumo-rl package)."""
+    """"osm" (bundled or file or downloaded extract), "resco" (files from the sumo-rl package) or
+    "grid" (a synthetic grid built with netgenerate)."""
     source: Path | None = None
     """OSM extract (osm kinds)."""
     place: str | None = None
@@ -95,6 +115,8 @@ class CitySpec:
     """Default yellow, s: 3 as in the cities' own netconvert programs and RESCO (sumo-rl uses 2,
     which real signal timing never does; pass ``yellow_time=2`` to reproduce sumo-rl)."""
     description: str = ""
+    grid: tuple[int, int] | None = None
+    """Columns and rows of a ``grid`` kind city (netgenerate)."""
     counts: Path | None = None
     """Measured edge counts (CSV ``edge_id,count[,begin,end]`` or SUMO edgeData XML): the demand is
     then sampled from them with SUMO's routeSampler (``demand.routes_from_counts``) instead of
@@ -242,6 +264,23 @@ def load_city_toml(path: Path) -> CitySpec:
     )
 
 
+_GRID_RE = re.compile(r"grid(?::|-)(\d+)(?:x(\d+))?", re.IGNORECASE)
+
+
+def grid_spec(cols: int, rows: int | None = None) -> CitySpec:
+    """A synthetic ``cols`` x ``rows`` grid city (``GRID_OPTIONS``), named ``grid-<cols>x<rows>``,
+    with random trips at ``GRID_VEH_PER_HOUR_PER_SIDE`` x (cols + rows) / 2 veh/h at the peak."""
+    rows = cols if rows is None else rows
+    if not (2 <= cols <= GRID_MAX and 2 <= rows <= GRID_MAX):
+        raise UserError(f"A grid needs 2 to {GRID_MAX} junctions per side (got {cols}x{rows}); "
+                        f"e.g. --city grid:8x8.")
+    return CitySpec(
+        name=f"grid-{cols}x{rows}", kind="grid", grid=(cols, rows),
+        demand=DemandSpec(veh_per_hour=GRID_VEH_PER_HOUR_PER_SIDE * (cols + rows) / 2),
+        description=f"synthetic {cols} x {rows} grid (netgenerate), 100 m blocks, a traffic light on every junction",
+    )
+
+
 def _is_osm_path(city: str) -> bool:
     return city.lower().endswith(OSM_SUFFIXES) or "/" in city or Path(city).expanduser().is_file()
 
@@ -268,6 +307,8 @@ def resolve_city(city: str, **overrides: Any) -> CitySpec:
             name=key.lower(), kind="resco", begin=win["begin"], end=win["end"], time_to_teleport=-1,
             eval_seeds=(100, 101, 102, 103, 104), delta_time=10, yellow_time=3,
         )
+    elif (m := _GRID_RE.fullmatch(key)) is not None:
+        spec = grid_spec(int(m[1]), int(m[2]) if m[2] else None)
     elif key.lower().startswith("place:") or "," in key:
         place = key.split(":", 1)[1].strip() if key.lower().startswith("place:") else key
         if not place:
@@ -285,7 +326,7 @@ def resolve_city(city: str, **overrides: Any) -> CitySpec:
         raise UserError(
             f"Unknown city {key!r}: use a bundled city ({', '.join(bundled_cities())}), "
             f"a RESCO scenario ({', '.join(RESCO_SCENARIOS)}), a path to an OSM file, "
-            "or 'place:<name>' to download one with osmnx (needs internet)."
+            "'place:<name>' to download one with osmnx (needs internet), or 'grid:NxM' for a synthetic grid."
         )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None}) if overrides else spec
 

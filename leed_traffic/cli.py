@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from leed_traffic.errors import UserError
@@ -29,7 +30,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
@@ -136,12 +137,15 @@ def _demand_summary(s, meta: dict, given_on_command_line: bool) -> str:
 def evaluate(
     city: str = CityOpt,
     controller: list[str] = typer.Option(
-        ["all"], "--controller", help="fixed, webster, actuated, max-pressure, greedy, policy, or all (repeatable)."),
+        ["all"], "--controller", help="fixed, webster, actuated, max-pressure, greedy, policy (a run's, --run), "
+        "pretrained (the shipped policy, any city), or all (repeatable)."),
     episodes: int = typer.Option(1, min=1, help="Episodes (seeds) per controller."),
     seconds: Optional[int] = typer.Option(None, min=1, help="Episode length (default: the scenario's)."),
     seed: Optional[int] = typer.Option(None, help="First seed (default: the scenario's held-out seeds)."),
     run: Optional[Path] = typer.Option(None, help="Training run directory (for --controller policy)."),
     argmax: bool = typer.Option(False, "--argmax", help="Policy takes its most likely phase instead of sampling."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Pretrained-policy file for --controller "
+                                              "pretrained (default: the one shipped with leed-traffic)."),
     out: Path = typer.Option(Path("runs/evaluate"), help="Writes OUT/metrics.csv."),
 ) -> None:
     """Evaluate controllers on held-out seeds; print a table and write metrics.csv."""
@@ -149,7 +153,8 @@ def evaluate(
     from leed_traffic.evaluate import ALL_CLASSICAL, evaluate as run_eval, summarize
 
     names = list(ALL_CLASSICAL) if "all" in controller else controller
-    ctrls = [get_controller(n, run=run, sample=not argmax) for n in names]
+    ctrls = [get_controller(n, run=run, sample=not argmax, pretrained=str(pretrained) if pretrained else None)
+             for n in names]
     df = run_eval(city, ctrls, episodes=episodes, seconds=seconds, seed=seed, out=out)
     summary = summarize(df)
     t = Table("controller", "mean delay (s)", "travel time (s)", "waiting (s)", "queue (veh)", "throughput",
@@ -199,6 +204,11 @@ def train(
     episodes: Optional[int] = typer.Option(None, min=1, help="train.episodes: training budget in episodes (default 40)."),
     seconds: Optional[int] = typer.Option(None, min=1, help="env.seconds: episode length (default: the scenario's)."),
     workers: Optional[int] = typer.Option(None, min=1, help="train.n_workers: rollout worker processes."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="train.backend: where the rollout workers run: "
+                                          "inprocess, process or ray (default auto: inprocess for one worker, "
+                                          "process otherwise)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="train.ray_address: the Ray cluster for "
+                                              "--backend ray, 'auto' or HOST:PORT (default: a private local Ray)."),
     seed: Optional[int] = typer.Option(None, help="train.seed: seed of the run (episodes, demonstrations)."),
     eval_episodes: Optional[int] = typer.Option(None, min=0, help="eval.episodes: held-out episodes per controller "
                                                 "(default 3; 0 skips evaluation)."),
@@ -207,6 +217,9 @@ def train(
     enforce_max_green: Optional[bool] = typer.Option(
         None, "--enforce-max-green/--no-enforce-max-green", help="env.enforce_max_green (default on): force a "
         "phase change after max green (50 s), as real controllers do; off = sumo-rl's rule, which gridlocks OSM cities."),
+    init: Optional[str] = typer.Option(None, "--init", help="train.init_policy: start from 'pretrained' (the shipped "
+                                       "policy) or a pretrained-policy file, and fine-tune it; sets train.policy=phase "
+                                       "and the env options it was trained under."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<city>-<algo>-s<seed>)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
 ) -> None:
@@ -217,12 +230,18 @@ def train(
     cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
     shortcuts = {"scenario.city": city, "train.algo": algo, "demos.llm": llm, "demos.path": demos_dir,
                  "demos.rounds": demo_rounds, "train.episodes": episodes, "env.seconds": seconds,
-                 "train.n_workers": workers, "train.seed": seed, "eval.episodes": eval_episodes,
+                 "train.n_workers": workers, "train.backend": backend, "train.ray_address": ray_address,
+                 "train.seed": seed, "eval.episodes": eval_episodes,
                  "env.reward": reward, "env.observation": observation, "env.enforce_max_green": enforce_max_green}
     for key, value in shortcuts.items():
         if value is not None:
             cfg.set(key, str(value) if isinstance(value, Path) else value, source="the command line")
+    if init is not None:
+        cfg.init_from(init, source="--init")
     cfg.apply(set_)
+    from leed_traffic.learn.workers import check_backend
+
+    check_backend(cfg.train.backend, cfg.train.ray_address)  # unknown, Ray missing or unreachable: before any work
     run_experiment(cfg, out, resume=resume, say=lambda text: console.print(text, soft_wrap=True, highlight=False))
 
 

@@ -60,14 +60,16 @@ class ScenarioSection:
 @dataclass
 class EnvSection:
     """Environment options that change what is learnt. Defaults are ``EnvConfig``'s (sumo-rl's),
-    except one: experiments enforce max green (a real controller's rule; without it an agent can
-    hold a phase forever, which gridlocks OSM cities: docs/leed.md)."""
+    except two: experiments enforce max green (a real controller's rule; without it an agent can
+    hold a phase forever, which gridlocks OSM cities: docs/leed.md), and observe ``phase`` (the
+    input of the experiments' shared phase policy, ``ExperimentConfig.train``)."""
 
     reward: str = EnvConfig.reward
     """``rewards.REWARDS`` name: diff-waiting-time (sumo-rl's), queue, pressure, queue-backlog
     (queue plus vehicles waiting to enter on the approaches and spillback from the exits)."""
-    observation: str = EnvConfig.observation
-    """``observations.OBSERVATIONS`` name: default (sumo-rl's), pressure, backlog or pressure-backlog
+    observation: str = "phase"
+    """``observations.OBSERVATIONS`` name: phase (default here: per green phase, what its movements
+    see; what the phase policy reads), default (sumo-rl's), pressure, backlog or pressure-backlog
     (the default/pressure layout plus insertion backlog per approach and outgoing-lane occupancy)."""
     enforce_max_green: bool = True
     """Force a phase change after ``max_green`` seconds of green."""
@@ -132,7 +134,11 @@ class ExperimentConfig:
     scenario: ScenarioSection = field(default_factory=ScenarioSection)
     env: EnvSection = field(default_factory=EnvSection)
     demos: DemosSection = field(default_factory=DemosSection)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(policy="phase"))
+    """``TrainConfig``'s defaults, except the network: experiments train the shared phase policy
+    (one actor-critic for every intersection; it learns faster and more stably than per-agent
+    MLPs and transfers between cities: docs/leed.md "The phase policy"). ``TrainConfig`` itself
+    keeps ``mlp``, what every run before it used (their config.json files repeat as they ran)."""
     eval: EvalSection = field(default_factory=EvalSection)
 
     SECTIONS = ("scenario", "env", "demos", "train", "eval")
@@ -147,6 +153,9 @@ class ExperimentConfig:
         cfg = cls()
         if "experiment" in d and isinstance(d["experiment"], dict):  # a run's config.json
             d = d["experiment"]
+            train = d.get("train")
+            if isinstance(train, dict) and "policy" not in train:  # a run from before the phase policy
+                d = {**d, "train": {**train, "policy": "mlp"}}
         for name in cls.SECTIONS:
             values = d.get(name)
             if values is None:
@@ -202,6 +211,22 @@ class ExperimentConfig:
             raise UserError(f"{source}: {dotted} = {value!r} is not a valid {_type_name(hint)} ({exc}).") from None
         setattr(section, name, converted)
 
+    def init_from(self, name: str, *, source: str = "--init") -> "ExperimentConfig":
+        """Fine-tune a pretrained phase policy (``learn.pretrained``: 'pretrained' or a file):
+        ``train.init_policy`` = it, ``train.policy`` = phase, its hidden sizes, and the env options
+        it was trained under (observation, reward, decision interval, green times), which its
+        weights only make sense with. Later ``--set`` overrides still apply."""
+        from leed_traffic.learn.pretrained import load_file
+
+        meta = load_file(name)["meta"]
+        self.train.init_policy, self.train.policy = name, "phase"
+        self.train.hidden_sizes = tuple(int(h) for h in meta["hidden_sizes"])
+        env_fields = {f.name for f in dataclasses.fields(self.env)} - {"seconds"}
+        for k, v in (meta.get("env") or {}).items():
+            if k in env_fields and v is not None:
+                self.set(f"env.{k}", v, source=source)
+        return self
+
     def apply(self, overrides: list[str]) -> "ExperimentConfig":
         """``SECTION.FIELD=VALUE`` strings (``--set``), in order."""
         for item in overrides:
@@ -224,6 +249,10 @@ class ExperimentConfig:
 
         get_reward(self.env.reward)  # unknown names -> UserError listing the choices
         get_observation(self.env.observation)
+        if self.train.policy == "phase" and self.env.observation != "phase":
+            raise UserError(f"train.policy=phase scores phases from the 'phase' observation, not "
+                            f"{self.env.observation!r}; add --set env.observation=phase, or --set "
+                            "train.policy=mlp for per-intersection networks that read any observation.")
         return self
 
 

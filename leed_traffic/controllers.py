@@ -218,4 +218,9 @@ def get_controller(name: str, **kwargs) -> Controller:
         from leed_traffic.learn.serving import PolicyController
 
         return PolicyController.from_run(kwargs.get("run"), sample=bool(kwargs.get("sample", True)))
-    raise UserError(f"Unknown controller {name!r}; choose from {', '.join([*CLASSICAL, 'policy'])}.")
+    if key in ("pretrained", "pretrained-argmax"):
+        from leed_traffic.learn.serving import PretrainedController
+
+        return PretrainedController(kwargs.get("pretrained") or "pretrained",
+                                    sample=bool(kwargs.get("sample", True)) and key == "pretrained")
+    raise UserError(f"Unknown controller {name!r}; choose from {', '.join([*CLASSICAL, 'policy', 'pretrained'])}.")

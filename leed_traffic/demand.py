@@ -18,17 +18,22 @@ the random candidates miss) draws over the network.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import itertools
 import logging
 import math
+import os
 import random
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from leed_traffic.cities import DemandSpec
 from leed_traffic.errors import ScenarioError, UserError
@@ -37,6 +42,20 @@ from leed_traffic.sumo_env import sumo_binary, sumo_tool
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+BINOMIAL_N = 4
+"""randomTrips' ``--binomial N``: each second, N Bernoulli draws with p = rate / N, so at most N
+departures per second (14,400 veh/h at N = 4: above that randomTrips silently caps the volume)."""
+
+
+def binomial_n(peak_veh_per_hour: float) -> int:
+    """N for ``--binomial``: ``BINOMIAL_N`` (every volume up to 7,200 veh/h, hence every bundled city,
+    keeps the route files it always had), more for a higher peak, so that p = rate / N <= 0.5 and
+    the requested volume is what gets generated (a 32 x 32 grid, a whole city)."""
+    return max(BINOMIAL_N, math.ceil(2.0 * peak_veh_per_hour / 3600.0))
+
 
 def randomtrips_command(
     net_file: Path, out_routes: Path, demand: DemandSpec, seed: int, begin: int, end: int
@@ -44,6 +63,7 @@ def randomtrips_command(
     if demand.veh_per_hour is None:
         raise ValueError("the demand has no volume yet: fit it first (calibrate.fit_demand)")
     rates = [max(demand.veh_per_hour * f, 1e-3) for f in demand.profile]
+    binomial = binomial_n(max(rates))
     return [
         sys.executable,
         str(sumo_tool("randomTrips.py")),
@@ -55,7 +75,7 @@ def randomtrips_command(
         "-b", str(begin),
         "-e", str(end),
         "--insertion-rate", *[f"{r:.3f}" for r in rates],
-        "--binomial", "4",
+        "--binomial", str(binomial),
         "--fringe-factor", str(demand.fringe_factor),
         "--min-distance", str(demand.min_distance),
         "--vehicle-class", "passenger",
@@ -81,6 +101,43 @@ def generate_routes(
             "the network may have no connected roads between its edges: try another extract or bbox."
         )
     return out_routes
+
+
+def build_workers(n_jobs: int) -> int:
+    """Parallel workers for ``n_jobs`` independent build jobs: at most the cores this process may
+    run on (``os.sched_getaffinity``, which respects CPU pinning and containers), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(n_jobs, cores))
+
+
+def run_parallel(jobs: list[Callable[[], T]]) -> list[T]:
+    """Run independent build jobs (each one spawns its own SUMO tool process: randomTrips and
+    duarouter, routeSampler) at most ``build_workers`` at a time; results in job order.
+
+    The jobs are threads that only wait on their child process, so the pool of child processes is
+    what is bounded by the core count. Every job writes its own files (names carry the seed), so
+    the output is byte for byte what running them one after another writes; the first failure is
+    raised, after the running jobs finish."""
+    workers = build_workers(len(jobs))
+    if workers == 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leed-build") as pool:
+        futures = [pool.submit(job) for job in jobs]
+        return [f.result() for f in futures]
+
+
+def generate_all_routes(
+    net_file: Path, out_dir: Path, demand: DemandSpec, begin: int, end: int,
+) -> tuple[Path, ...]:
+    """One validated route file per demand seed (``routes_s<seed>.rou.xml`` in ``out_dir``),
+    generated in parallel (``run_parallel``); identical to generating them one by one."""
+    return tuple(run_parallel([
+        functools.partial(generate_routes, net_file, out_dir / f"routes_s{s}.rou.xml", demand, s, begin, end)
+        for s in demand.seeds
+    ]))
 
 
 def count_vehicles(route_file: Path) -> int:

@@ -11,6 +11,15 @@ lane at every step), the simulation advances with one ``simulationStep(t)`` call
 boundary rather than per second, and observations are slices of shared numpy arrays. Traffic
 lights that are not agents keep their own programs. Measured in ``benchmarks/bench_env.py``.
 
+Large cities (issue 13: 400-1,000 agents), where the env's own cost per agent decides: libsumo's C
+functions are called without their Python wrappers, the outgoing lanes no agent enters from are
+read only when something asks for them, the default observation and the default reward
+(sumo-rl's) are computed for all agents at once (``_DefaultObservationBatch``,
+``_DiffWaitingTimeBatch``: bit for bit the values of ``observations.DefaultObservation`` and
+``rewards.diff_waiting_time``, which the env calls per agent for anything else), and an action
+that keeps the phase costs a comparison (``TrafficSignal.set_next_phase``). Measured in
+``benchmarks/bench_large.py``.
+
 What the metric counts (issue 12): a jam must never look like progress. ``InsertionBacklog`` counts
 the vehicles SUMO could not insert yet, per agent approach, for the observations and rewards that
 ask for it (``backlog``, ``pressure-backlog``, ``queue-backlog``; nobody else pays for it), the
@@ -36,8 +45,8 @@ from leed_traffic import sumo_env
 from leed_traffic.errors import UserError
 from leed_traffic.metrics import honest_mean_delay
 from leed_traffic.netfile import program_states, read_net
-from leed_traffic.observations import ObservationFunction, get_observation
-from leed_traffic.rewards import NEEDS_VEHICLE_IDS, RewardFunction, get_reward
+from leed_traffic.observations import DefaultObservation, ObservationFunction, get_observation
+from leed_traffic.rewards import NEEDS_VEHICLE_IDS, RewardFunction, diff_waiting_time, get_reward
 from leed_traffic.scenario import Scenario, build_scenario
 from leed_traffic.signal import MIN_GAP, SignalTopology, TrafficSignal, read_topology
 from leed_traffic.state import ApproachState, IntersectionState, PhaseInfo
@@ -89,75 +98,147 @@ class EnvConfig:
 class LaneTable:
     """Per-lane arrays refreshed once per decision.
 
-    On libsumo the table is read with direct getters: one vehicle count per lane, then halting
-    number, mean vehicle length (and vehicle ids) only for the lanes that hold a vehicle; an empty
-    lane has 0 halting, mean length 0 and no ids by definition (SUMO computes all four from the
-    same vehicle list). This is cheaper than lane subscriptions, which libsumo evaluates for every
-    lane at every ``simulationStep`` call (the yellow boundaries included) and converts into a
-    dict per lane. Over TraCI (``use_gui``) a call is a socket round trip, so there the table
-    uses one subscription read per decision.
+    On libsumo the table is read with direct getters (libsumo's C functions, not its Python
+    wrappers): one vehicle count per lane, then halting number, mean vehicle length (and vehicle
+    ids) only for the lanes that hold a vehicle; an empty lane has 0 halting, mean length 0 and no
+    ids by definition (SUMO computes all four from the same vehicle list). This is cheaper than
+    lane subscriptions, which libsumo evaluates for every lane at every ``simulationStep`` call
+    (the yellow boundaries included) and converts into a dict per lane. Over TraCI (``use_gui``) a
+    call is a socket round trip, so there the table uses one subscription read per decision.
+
+    Lanes are ordered eager first (``n_eager``: the agents' incoming lanes, which the default
+    observation and reward read), then the outgoing lanes no agent enters from. Those are read
+    lazily: only when something asks for ``veh``, ``halt``, ``mlen``, ``density``, ``queue`` or
+    their vehicles (the backlog observations, pressure, the experts), at the same simulation time,
+    once per decision. The default observation and reward read the private arrays of the eager
+    part only, so the exits are never read for them (37 % of the lanes of luxembourg, 39 % of helsinki).
     """
 
-    def __init__(self, ids: list[str], lengths: np.ndarray, with_vehicle_ids: bool) -> None:
+    def __init__(self, ids: list[str], lengths: np.ndarray, with_vehicle_ids: bool, n_eager: int | None = None) -> None:
         self.ids = ids
         self.index = {ln: i for i, ln in enumerate(ids)}
         self.length = lengths
         self.with_vehicle_ids = with_vehicle_ids
         n = len(ids)
-        self.veh = np.zeros(n)
-        self.halt = np.zeros(n)
-        self.mlen = np.zeros(n)
-        self.density = np.zeros(n)
-        self.queue = np.zeros(n)
+        self.n_eager = n if n_eager is None else int(n_eager)
+        self._veh = np.zeros(n)
+        self._halt = np.zeros(n)
+        self._mlen = np.zeros(n)
+        self._density = np.zeros(n)
+        self._queue = np.zeros(n)
         self._vids: list[tuple[str, ...]] = [()] * n
         self._direct = False
         self._nonempty: list[int] = []
+        self._nonempty_lazy: list[int] = []
+        self._stale = False
+        """True while the lazy lanes hold the previous decision's values (read on first use)."""
+        self._sim = None
         self.version = 0
         """Incremented by every ``refresh``: what is derived from the table can be cached per decision."""
+
+    # the public arrays: complete (the lazy lanes read first if they are stale)
+    @property
+    def veh(self) -> np.ndarray:
+        if self._stale:
+            self._read_lazy()
+        return self._veh
+
+    @property
+    def halt(self) -> np.ndarray:
+        if self._stale:
+            self._read_lazy()
+        return self._halt
+
+    @property
+    def mlen(self) -> np.ndarray:
+        if self._stale:
+            self._read_lazy()
+        return self._mlen
+
+    @property
+    def density(self) -> np.ndarray:
+        if self._stale:
+            self._read_lazy()
+        return self._density
+
+    @property
+    def queue(self) -> np.ndarray:
+        if self._stale:
+            self._read_lazy()
+        return self._queue
 
     def subscribe(self, sim) -> None:
         """Prepare reading from ``sim`` (a fresh simulation): direct reads on libsumo, else subscriptions."""
         n = len(self.ids)
-        self.veh[:] = self.halt[:] = self.mlen[:] = 0.0
+        for a in (self._veh, self._halt, self._mlen, self._density, self._queue):
+            a.fill(0.0)
         self._vids = [()] * n
-        self._nonempty = []
+        self._nonempty, self._nonempty_lazy = [], []
+        self._stale = False
+        self._sim = sim
         self._direct = getattr(sim, "__name__", "").split(".")[0] == "libsumo"
         if self._direct:
+            # libsumo's Python getters are one-line wrappers around its C functions: calling the C
+            # functions directly saves a Python call per read (thousands per decision in a big city)
+            c = _libsumo_c(sim)
+            lane = sim.lane
+            self._get_number = getattr(c, "lane_getLastStepVehicleNumber", lane.getLastStepVehicleNumber)
+            self._get_halting = getattr(c, "lane_getLastStepHaltingNumber", lane.getLastStepHaltingNumber)
+            self._get_length = getattr(c, "lane_getLastStepLength", lane.getLastStepLength)
+            self._get_ids = getattr(c, "lane_getLastStepVehicleIDs", lane.getLastStepVehicleIDs)
             return
         vars_ = [VEH_NUMBER, HALTING, MEAN_LENGTH] + ([VEH_IDS] if self.with_vehicle_ids else [])
         for ln in self.ids:
             sim.lane.subscribe(ln, vars_)
 
     def refresh(self, sim) -> None:
+        self._sim = sim
         if self._direct:
-            self._read_direct(sim.lane)
+            self._nonempty = self._read_direct(0, self.n_eager, self._nonempty)
+            self._stale = self.n_eager < len(self.ids)
         else:
             self._read_subscriptions(sim.lane)
-        cap = self.length / (MIN_GAP + self.mlen)
-        np.minimum(self.veh / cap, 1.0, out=self.density)
-        np.minimum(self.halt / cap, 1.0, out=self.queue)
+            self._stale = False
+        self._derive(0, self.n_eager if self._stale else len(self.ids))
         self.version += 1
 
-    def _read_direct(self, lane) -> None:
-        ids, veh, halt, mlen, vids = self.ids, self.veh, self.halt, self.mlen, self._vids
-        veh[:] = list(map(lane.getLastStepVehicleNumber, ids))
+    def _derive(self, lo: int, hi: int) -> None:
+        cap = self.length[lo:hi] / (MIN_GAP + self._mlen[lo:hi])
+        np.minimum(self._veh[lo:hi] / cap, 1.0, out=self._density[lo:hi])
+        np.minimum(self._halt[lo:hi] / cap, 1.0, out=self._queue[lo:hi])
+
+    def _read_lazy(self) -> None:
+        self._stale = False
+        n = len(self.ids)
+        self._nonempty_lazy = self._read_direct(self.n_eager, n, self._nonempty_lazy)
+        self._derive(self.n_eager, n)
+
+    def _read_direct(self, lo: int, hi: int, previous: list[int]) -> list[int]:
+        """Read lanes ``lo:hi``; returns the indices of those holding a vehicle."""
+        ids, vids = self.ids, self._vids
+        veh, halt, mlen = self._veh[lo:hi], self._halt[lo:hi], self._mlen[lo:hi]
+        veh[:] = list(map(self._get_number, ids[lo:hi]))
         nonempty = np.flatnonzero(veh).tolist()
         halt.fill(0.0)
         mlen.fill(0.0)
-        names = [ids[i] for i in nonempty]
-        if nonempty:
-            halt[nonempty] = list(map(lane.getLastStepHaltingNumber, names))
-            mlen[nonempty] = list(map(lane.getLastStepLength, names))
         if self.with_vehicle_ids:
-            for i in self._nonempty:
+            for i in previous:
                 vids[i] = ()
-            for i, v in zip(nonempty, map(lane.getLastStepVehicleIDs, names)):
+        if not nonempty:
+            return []
+        names = [ids[lo + i] for i in nonempty]
+        halt[nonempty] = list(map(self._get_halting, names))
+        mlen[nonempty] = list(map(self._get_length, names))
+        if lo:
+            nonempty = [lo + i for i in nonempty]
+        if self.with_vehicle_ids:
+            for i, v in zip(nonempty, map(self._get_ids, names)):
                 vids[i] = v
-        self._nonempty = nonempty
+        return nonempty
 
     def _read_subscriptions(self, lane) -> None:
         res = lane.getAllSubscriptionResults()
-        veh, halt, mlen, vids = self.veh, self.halt, self.mlen, self._vids
+        veh, halt, mlen, vids = self._veh, self._halt, self._mlen, self._vids
         for i, ln in enumerate(self.ids):
             r = res[ln]
             veh[i] = r[VEH_NUMBER]
@@ -167,9 +248,14 @@ class LaneTable:
                 vids[i] = r[VEH_IDS]
 
     def vehicles(self, i: int) -> tuple[str, ...]:
+        if self._stale and i >= self.n_eager:
+            self._read_lazy()
         return self._vids[i]
 
 
+def _libsumo_c(sim):
+    """libsumo's compiled module (``_libsumo``: the functions its Python wrappers call), or None."""
+    return getattr(getattr(sim, "libsumo", None), "_libsumo", None)
 
 
 BACKLOG_REACH_M = 500.0
@@ -246,6 +332,106 @@ class InsertionBacklog:
         return self.counts
 
 
+def _cat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
+
+
+class _DefaultObservationBatch:
+    """``observations.DefaultObservation`` for every agent at once, values bit for bit equal.
+
+    One float32 buffer per decision holds every agent's observation back to back; the lane part
+    is two fancy-index copies (density, queue) over all agents, the phase head two scatters, and
+    each agent gets a view of its own slice (a fresh buffer every decision: an observation kept
+    by a caller never changes afterwards). Per agent that leaves one slice and two attribute
+    reads, instead of an allocation, a function call and four small numpy operations."""
+
+    def __init__(self, signals: list[TrafficSignal]) -> None:
+        sizes = [ts.num_green_phases + 1 + 2 * len(ts.in_idx) for ts in signals]
+        ends = np.cumsum(sizes, dtype=np.int64)
+        starts = ends - np.asarray(sizes, dtype=np.int64)
+        self.total = int(ends[-1]) if len(sizes) else 0
+        self.n = len(signals)
+        self.bounds = list(zip(starts.tolist(), ends.tolist()))
+        self.starts = starts
+        self.flag_pos = starts + np.array([ts.num_green_phases for ts in signals], dtype=np.int64)
+        self.threshold = np.array([ts.min_green + ts.yellow_time for ts in signals], dtype=np.float64)
+        dens, que, lanes = [], [], []
+        for k, ts in enumerate(signals):
+            n = len(ts.in_idx)
+            first = int(starts[k]) + ts.num_green_phases + 1
+            dens.append(np.arange(first, first + n, dtype=np.int64))
+            que.append(np.arange(first + n, first + 2 * n, dtype=np.int64))
+            lanes.append(ts.in_idx)
+        self.dens_pos, self.queue_pos, self.lane_idx = _cat(dens), _cat(que), _cat(lanes)
+
+    def __call__(self, signals: list[TrafficSignal], now: float, lanes: LaneTable) -> list[np.ndarray]:
+        buf = np.zeros(self.total, dtype=np.float32)
+        buf[self.dens_pos] = lanes._density[self.lane_idx]  # incoming lanes: never stale
+        buf[self.queue_pos] = lanes._queue[self.lane_idx]
+        green = np.fromiter([ts.green_phase for ts in signals], dtype=np.int64, count=self.n)
+        last = np.fromiter([ts.last_change for ts in signals], dtype=np.float64, count=self.n)
+        buf[self.starts + green] = 1.0
+        # DefaultObservation: 0.0 if time_since_change < min_green + yellow_time else 1.0
+        buf[self.flag_pos] = np.where((now - last) < self.threshold, 0.0, 1.0)
+        return [buf[a:b] for a, b in self.bounds]
+
+
+class _DiffWaitingTimeBatch:
+    """``rewards.diff_waiting_time`` for every agent at once, values bit for bit equal.
+
+    The same per-vehicle, per-lane attribution (``rewards.accumulated_waiting_time_per_lane``),
+    run over the (agent, incoming lane) visits in the same order (agents in env order, lanes in
+    ``in_idx`` order, a lane shared by two agents visited twice), but only over the visits whose
+    lane holds a vehicle: the empty ones contribute 0.0 without a Python iteration. Each agent's
+    waiting time is then the same left-to-right ``sum`` over its lanes' totals."""
+
+    def __init__(self, signals: list[TrafficSignal]) -> None:
+        seq = [ts.in_idx for ts in signals]
+        self.visits = np.concatenate(seq).astype(np.int64) if seq else np.zeros(0, np.int64)
+        ends = np.cumsum([len(x) for x in seq], dtype=np.int64)
+        self.bounds = list(zip((ends - [len(x) for x in seq]).tolist(), ends.tolist()))
+
+    def __call__(self, env: LeedTrafficEnv, signals: list[TrafficSignal]) -> list[float]:
+        lanes = env.lanes
+        visits = self.visits
+        totals = np.zeros(len(visits))
+        occupied = np.flatnonzero(lanes._veh[visits])  # incoming lanes: never stale
+        if len(occupied):
+            vehicles, others, acc_of = env.vehicle_lane_wait, env.vehicle_wait_elsewhere, env.accumulated_waiting_time
+            ids, vids = lanes.ids, lanes._vids
+            for pos in occupied.tolist():
+                li = int(visits[pos])
+                on_lane = vids[li]
+                if not on_lane:
+                    continue
+                lane = ids[li]
+                total = 0.0
+                for veh in on_lane:
+                    acc = acc_of(veh)
+                    per_lane = vehicles.get(veh)
+                    if per_lane is None:
+                        vehicles[veh] = per_lane = {lane: acc}
+                    elif len(per_lane) == 1 and lane in per_lane:
+                        per_lane[lane] = acc
+                    else:
+                        known = others.get(veh)
+                        if known is not None and known[0] == lane:
+                            rest = known[1]
+                        else:
+                            rest = sum(v for k, v in per_lane.items() if k != lane)
+                            others[veh] = (lane, rest)
+                        per_lane[lane] = acc - rest
+                    total += per_lane[lane]
+                totals[pos] = total
+        flat = totals.tolist()
+        out = []
+        for ts, (a, b) in zip(signals, self.bounds):
+            wait = sum(flat[a:b]) / 100.0
+            out.append(ts.last_measure - wait)
+            ts.last_measure = wait
+        return out
+
+
 class _NetView:
     """Enough of the TraCI API, answered from sumolib, to read topology without a simulation."""
 
@@ -303,14 +489,15 @@ class LeedTrafficEnv(ParallelEnv):
             self.topologies[tls_id] = read_topology(view, net, tls_id, program_states(net, tls_id))
         self.possible_agents = list(scenario.agents) if config.control else []
         self.agents: list[str] = []
-        lanes = list(dict.fromkeys(
-            ln for t in self.topologies.values() for ln in t.in_lanes + t.out_lanes
-        ))
+        # incoming lanes first (read every decision), then the outgoing lanes no agent enters
+        # from (read when something asks for them: ``LaneTable``)
+        in_lanes = list(dict.fromkeys(ln for t in self.topologies.values() for ln in t.in_lanes))
+        lanes = list(dict.fromkeys(in_lanes + [ln for t in self.topologies.values() for ln in t.out_lanes]))
         lengths = np.array([net.getLane(ln).getLength() for ln in lanes])
         # vehicle ids cost a read per non-empty lane: only the waiting-time reward (and custom
         # rewards, which may need anything) pay for them
         with_ids = not isinstance(config.reward, str) or config.reward in NEEDS_VEHICLE_IDS
-        self.lanes = LaneTable(lanes, lengths, with_vehicle_ids=with_ids)
+        self.lanes = LaneTable(lanes, lengths, with_vehicle_ids=with_ids, n_eager=len(in_lanes))
         self.signals: dict[str, TrafficSignal] = {}
         for a in self.possible_agents:
             ts = TrafficSignal(None, self.topologies[a], yellow_time=config.yellow_time, min_green=config.min_green,
@@ -318,6 +505,13 @@ class LeedTrafficEnv(ParallelEnv):
                                enforce_max_green=config.enforce_max_green)
             self._index_signal(ts)
             self.signals[a] = ts
+        self._signal_list = list(self.signals.values())
+        self._agent_ids = list(self.signals)
+        # the default observation and reward, batched over all agents (same values, bit for bit)
+        self._obs_batch = (_DefaultObservationBatch(self._signal_list)
+                           if type(self.observation_fn) is DefaultObservation and self._signal_list else None)
+        self._reward_batch = (_DiffWaitingTimeBatch(self._signal_list)
+                              if self.reward_fn is diff_waiting_time and self._signal_list else None)
         self.insertion_backlog = InsertionBacklog(net, self.signals)
         self._obs_spaces = {a: self.observation_fn.space(ts) for a, ts in self.signals.items()}
         self._act_spaces = {a: spaces.Discrete(ts.num_green_phases) for a, ts in self.signals.items()}
@@ -377,6 +571,12 @@ class LeedTrafficEnv(ParallelEnv):
             import libsumo as sim
         sim.start(self.sumo_command(seed))
         self.sim = sim
+        # the per-vehicle read of the waiting-time reward: libsumo's C function itself when there
+        # is one (the method below otherwise), one Python call less per vehicle and decision
+        self.__dict__.pop("accumulated_waiting_time", None)
+        c = _libsumo_c(sim)
+        if c is not None and hasattr(c, "vehicle_getAccumulatedWaitingTime"):
+            self.accumulated_waiting_time = c.vehicle_getAccumulatedWaitingTime
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
@@ -392,22 +592,32 @@ class LeedTrafficEnv(ParallelEnv):
         self.vehicle_lane_wait = {}
         self.vehicle_wait_elsewhere = {}
         self.agents = list(self.possible_agents)
-        obs = {a: self.observation_fn(ts, self) for a, ts in self.signals.items()}
-        return obs, {a: {} for a in self.agents}
+        return self._observe(), {a: {} for a in self.agents}
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        if self._obs_batch is not None:
+            return dict(zip(self._agent_ids, self._obs_batch(self._signal_list, self.sim_time, self.lanes)))
+        return {a: self.observation_fn(ts, self) for a, ts in self.signals.items()}
+
+    def _rewards(self) -> dict[str, float]:
+        if self._reward_batch is not None:
+            return dict(zip(self._agent_ids, self._reward_batch(self, self._signal_list)))
+        return {a: float(self.reward_fn(ts, self)) for a, ts in self.signals.items()}
 
     def step(self, actions: dict[str, int]):
         if self.sim is None or not self.agents and self.config.control:
             raise RuntimeError("call reset() before step() (the episode has ended or never started)")
         now = self.sim_time
+        signals = self.signals
         for a, act in actions.items():
-            ts = self.signals.get(a)
+            ts = signals.get(a)
             if ts is not None:
-                ts.set_next_phase(int(act), now)
+                ts.set_next_phase(act, now)
         target = min(now + self.config.delta_time, self.end)
         self._advance(now, target)
         self.lanes.refresh(self.sim)
-        obs = {a: self.observation_fn(ts, self) for a, ts in self.signals.items()}
-        rewards = {a: float(self.reward_fn(ts, self)) for a, ts in self.signals.items()}
+        obs = self._observe()
+        rewards = self._rewards()
         done = self.sim_time >= self.end
         terms = dict.fromkeys(self.agents, False)
         truncs = dict.fromkeys(self.agents, done)
@@ -421,11 +631,10 @@ class LeedTrafficEnv(ParallelEnv):
     def _advance(self, now: float, target: float) -> None:
         """Run to ``target``, stopping at yellow/all-red boundaries of switching signals."""
         boundaries: dict[float, list[TrafficSignal]] = {}
-        for ts in self.signals.values():
-            if ts.is_yellow:
-                for t in (ts.last_change + ts.yellow_time, ts.switch_to_green_at):
-                    if now < t <= target:
-                        boundaries.setdefault(t, []).append(ts)
+        for ts in [ts for ts in self._signal_list if ts.is_yellow]:
+            for t in (ts.last_change + ts.yellow_time, ts.switch_to_green_at):
+                if now < t <= target:
+                    boundaries.setdefault(t, []).append(ts)
         for t in sorted(boundaries):
             self.sim.simulationStep(t)
             for ts in boundaries[t]:

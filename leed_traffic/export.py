@@ -51,6 +51,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from leed_traffic.errors import UserError
+from leed_traffic.observations import PHASE_FEATURES
 from leed_traffic.rundir import RunDir
 from leed_traffic.signal import red_state, yellow_state
 
@@ -361,6 +362,33 @@ def run_model(path: Path, obs: np.ndarray) -> np.ndarray:
         return model(torch.as_tensor(obs))[1].numpy()
 
 
+PHASE_FEATURE_MEANING = (
+    "1 if this is the current green phase",
+    "1 if at least min_green + yellow s passed since the last change (same in every row)",
+    "seconds since the last change / max_green, capped at 2 (same in every row)",
+    "sum over the phase's links of (vehicles on the in-lane - vehicles on the out-lane) / 10",
+    "halting vehicles (< 0.1 m/s) on the phase's incoming lanes / 10",
+    "vehicles on the phase's incoming lanes / 10",
+    "halting vehicles on the phase's outgoing lanes / 10 (spillback)",
+    "vehicles waiting to enter the network behind the phase's incoming edges / 10 (SUMO's insertion backlog)",
+    "number of the phase's incoming lanes / 4",
+    "largest halting / capacity ratio among the phase's incoming lanes (capacity = length / (2.5 m + mean vehicle length))",
+)
+"""The ``phase`` observation's row, in order (``observations.PhaseObservation``); counts capped at 10."""
+
+
+def _phase_layout(ts) -> list[dict[str, Any]]:
+    """Row p of the ``phase`` observation = green phase p; the lanes each row reads."""
+    topo, F = ts.topo, PHASE_FEATURES
+    rows = []
+    for p, g in enumerate(topo.greens):
+        links = [(li, lo) for k, (li, lo) in enumerate(topo.links) if li and k < len(g) and g[k] in "Gg"]
+        rows.append({"slice": [p * F, (p + 1) * F], "name": f"phase_{p}",
+                     "in_lanes": sorted({li for li, _ in links}), "out_lanes": sorted({lo for _, lo in links}),
+                     "features": list(PHASE_FEATURE_MEANING)})
+    return rows
+
+
 def observation_spec(env, run: RunDir, models: dict[str, str]) -> dict[str, Any]:
     """Per agent: observation layout with lane ids, actions -> signal states, timing rules."""
     cfg = env.config
@@ -382,6 +410,8 @@ def observation_spec(env, run: RunDir, models: dict[str, str]) -> dict[str, Any]
             layout.append({"slice": [dim, dim + g], "name": "phase_pressure",
                            "meaning": "per green phase: sum over its links of (vehicles in - vehicles out) / 20"})
             dim += g
+        elif cfg.observation == "phase":
+            layout, dim = _phase_layout(ts), g * PHASE_FEATURES
         elif cfg.observation != "default":
             layout = [{"name": str(cfg.observation), "meaning": "custom observation function (not documented)"}]
         agents[a] = {

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leed_traffic import paths
-from leed_traffic.cities import CitySpec, osm_format, resco_dir
+from leed_traffic.cities import GRID_OPTIONS, CitySpec, osm_format, resco_dir
 from leed_traffic.errors import ScenarioError, UserError
 from leed_traffic.fileio import atomic_dir, atomic_write, atomic_write_json, atomic_write_text
 from leed_traffic.sumo_env import sumo_binary, sumo_home
@@ -158,6 +158,8 @@ def build_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
             raise UserError(f"RESCO scenario {spec.name} is missing from the sumo-rl package; run `make setup`.")
         return NetworkBuild(spec.name, net, _file_digest(net)[:16], count_traffic_lights(net))
 
+    if spec.kind == "grid":
+        return build_grid_network(spec, force=force)
     src = osm_input(spec)
     opts = netconvert_options(spec)
     key = hashlib.sha256()
@@ -199,6 +201,44 @@ def build_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
         atomic_write_json(tmp / "network.json", {
             "city": spec.name, "source": str(src), "hash": digest, "n_edges": n_edges,
             "n_traffic_lights": n_tls, "netconvert_options": opts,
+        }, sort_keys=False)
+    return NetworkBuild(spec.name, net_file, digest, n_tls)
+
+
+def grid_options(spec: CitySpec) -> list[str]:
+    cols, rows = spec.grid
+    return [*GRID_OPTIONS, "--grid.x-number", str(cols), "--grid.y-number", str(rows), "--seed", "0"]
+
+
+def build_grid_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
+    """A ``grid`` city's network: SUMO's netgenerate (``grid_options``), cached by a hash of the
+    options and the SUMO version (netgenerate output may change between versions)."""
+    import importlib.metadata
+
+    opts = grid_options(spec)
+    try:
+        sumo_version = importlib.metadata.version("eclipse-sumo")
+    except importlib.metadata.PackageNotFoundError:
+        sumo_version = "unknown"
+    digest = hashlib.sha256(json.dumps([BUILD_VERSION, "netgenerate", opts, sumo_version]).encode()).hexdigest()[:16]
+    final = network_dir(spec.name, digest)
+    net_file = final / f"{spec.name}.net.xml"
+    if force and final.exists():
+        shutil.rmtree(final)
+    if net_file.exists() and (final / "network.json").exists():
+        meta = json.loads((final / "network.json").read_text())
+        return NetworkBuild(spec.name, net_file, digest, int(meta["n_traffic_lights"]))
+    with atomic_dir(final, exists="keep") as tmp:
+        out = tmp / f"{spec.name}.net.xml"
+        cmd = [sumo_binary("netgenerate"), *opts, "--no-warnings", "-o", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        atomic_write_text(tmp / "netgenerate.log", " ".join(cmd) + "\n\n" + proc.stdout + proc.stderr)
+        if proc.returncode != 0 or not out.exists():
+            raise ScenarioError(f"netgenerate could not build {spec.name} ({proc.stderr.strip()[-300:]}).")
+        n_edges, n_tls = _count_edges_and_lights(out)
+        atomic_write_json(tmp / "network.json", {
+            "city": spec.name, "source": "netgenerate", "hash": digest, "n_edges": n_edges,
+            "n_traffic_lights": n_tls, "netgenerate_options": opts, "sumo": sumo_version,
         }, sort_keys=False)
     return NetworkBuild(spec.name, net_file, digest, n_tls)
 

@@ -151,11 +151,77 @@ class PressureBacklogObservation(PressureObservation):
         return np.concatenate([super().__call__(ts, env), vec[self._features.index(ts, env)[1]]])
 
 
+PHASE_FEATURES = 10
+"""Features per green phase of the ``phase`` observation (the phase policy reads its input as
+[n_phases, PHASE_FEATURES]; the pretrained policy file records it)."""
+COUNT_SCALE = 10.0
+"""Vehicles per unit in the ``phase`` observation's counts."""
+COUNT_CLIP = 10.0
+"""Scaled counts are capped here (100 vehicles)."""
+
+
+class PhaseObservation:
+    """Per green phase, what the movements it serves see (FRAP/MPLight-style, issue 10): the same
+    10 features at any junction, whatever its lanes or phases, so one network can score the
+    phases of every intersection of every city. Row p = [p is the current green, the min green
+    has passed (same in every row), time in the current phase / max_green (capped at 2), pressure
+    of p's links (in-lane minus out-lane vehicles, max-pressure's quantity), halting vehicles on
+    p's incoming lanes, vehicles on them, halting vehicles on p's outgoing lanes (spillback),
+    vehicles waiting to enter the network behind p's incoming edges (insertion backlog), p's
+    incoming lanes / 4, p's fullest incoming lane's queue as a fraction of its capacity]; counts
+    / ``COUNT_SCALE``, capped at +-``COUNT_CLIP``. Flattened row by row: size n_phases x 10."""
+
+    def __init__(self) -> None:
+        self._idx: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]] = {}
+
+    def space(self, ts: "TrafficSignal") -> spaces.Box:
+        n = ts.num_green_phases * PHASE_FEATURES
+        return spaces.Box(low=-np.full(n, COUNT_CLIP, np.float32), high=np.full(n, COUNT_CLIP, np.float32))
+
+    def _index(self, ts: "TrafficSignal"):
+        idx = self._idx.get(ts.id)
+        if idx is None:
+            slot = {e: k for k, e in enumerate(ts.topo.in_edges)}
+            lane_ids = ts.topo.in_lanes
+            in_pos = {int(i): lane_ids[k] for k, i in enumerate(ts.in_idx)}
+            backlog, out_lanes = [], []
+            for lanes, outs in zip(ts.phase_lane_idx, ts.phase_link_out_idx):
+                edges = {in_pos[int(i)].rsplit("_", 1)[0] for i in lanes}
+                backlog.append(np.array(sorted(ts.backlog_idx[slot[e]] for e in edges if e in slot), np.int64))
+                out_lanes.append(np.unique(outs))
+            n_lanes = np.array([len(x) for x in ts.phase_lane_idx], np.float32) / 4.0
+            idx = self._idx[ts.id] = (backlog, out_lanes, list(ts.phase_lane_idx), n_lanes)
+        return idx
+
+    def __call__(self, ts: "TrafficSignal", env: "LeedTrafficEnv") -> np.ndarray:
+        backlog_idx, out_lanes, in_lanes, n_lanes = self._index(ts)
+        lanes = env.lanes
+        backlog = env.backlog()
+        P = ts.num_green_phases
+        out = np.zeros((P, PHASE_FEATURES), dtype=np.float32)
+        out[ts.green_phase, 0] = 1.0
+        since = ts.time_since_change(env.sim_time)
+        out[:, 1] = 0.0 if since < ts.min_green + ts.yellow_time else 1.0
+        out[:, 2] = min(since / max(ts.max_green, 1), 2.0)
+        out[:, 3] = env.phase_pressures(ts) / COUNT_SCALE
+        for p in range(P):
+            i = in_lanes[p]
+            out[p, 4] = lanes.halt[i].sum() / COUNT_SCALE
+            out[p, 5] = lanes.veh[i].sum() / COUNT_SCALE
+            out[p, 6] = lanes.halt[out_lanes[p]].sum() / COUNT_SCALE
+            out[p, 7] = backlog[backlog_idx[p]].sum() / COUNT_SCALE
+            out[p, 9] = lanes.queue[i].max() if len(i) else 0.0
+        out[:, 8] = n_lanes
+        np.clip(out, -COUNT_CLIP, COUNT_CLIP, out=out)
+        return out.reshape(-1)
+
+
 OBSERVATIONS: dict[str, Callable[[], ObservationFunction]] = {
     "default": DefaultObservation,
     "pressure": PressureObservation,
     "backlog": BacklogObservation,
     "pressure-backlog": PressureBacklogObservation,
+    "phase": PhaseObservation,
 }
 
 

@@ -167,6 +167,12 @@ def demonstrations(cfg: ExperimentConfig, scenario: Scenario, out: Path, say: Sa
 
     if not get_algorithm(cfg.train.algo).uses_demos:
         return None
+    return DemoDataset.load(demonstration_path(cfg, scenario, out, say, progress))
+
+
+def demonstration_path(cfg: ExperimentConfig, scenario: Scenario, out: Path, say: Say, progress: bool) -> Path:
+    """``demos.path``, or the dataset ``cfg.demos`` generates (or resumes) in ``out`` (benchmarks
+    that reuse one city's demonstrations across runs call this once and set ``demos.path``)."""
     path = Path(cfg.demos.path) if cfg.demos.path else None
     if path is None:
         from leed_traffic.demos import generate_demos
@@ -178,7 +184,7 @@ def demonstrations(cfg: ExperimentConfig, scenario: Scenario, out: Path, say: Sa
                               seed=cfg.train.seed, env_options=env_options, keep=d.keep,
                               require_beat_fixed=d.require_beat_fixed, model=d.model,
                               progress=progress)
-    return DemoDataset.load(path)
+    return path
 
 
 def train_stage(cfg: ExperimentConfig, scenario: Scenario, run: RunDir, dataset, *, resume: bool,

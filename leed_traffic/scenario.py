@@ -16,6 +16,7 @@ routes by routeSampler; the file's content enters the hash) or ``resco`` (RESCO'
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -28,8 +29,8 @@ from typing import Any, Callable
 from leed_traffic import paths
 from leed_traffic.cities import CitySpec, _city_name_of_file, resco_dir, resolve_city
 from leed_traffic.demand import (
-    candidate_routes, check_count_edges, count_match, count_vehicles, counts_digest, generate_routes, read_counts,
-    routes_from_counts,
+    BINOMIAL_N, binomial_n, candidate_routes, check_count_edges, count_match, count_vehicles, counts_digest, generate_all_routes,
+    read_counts, routes_from_counts, run_parallel,
 )
 from leed_traffic.errors import ScenarioError, UserError
 from leed_traffic.fileio import atomic_dir, atomic_write_json
@@ -174,6 +175,10 @@ def _scenario_hash(spec: CitySpec, net_hash: str, counts: str | None = None) -> 
     }
     if counts:  # only when given: the hashes of scenarios without counts stay what they were
         payload["counts"] = counts
+    elif spec.demand.veh_per_hour is not None:
+        n = binomial_n(max(spec.demand.veh_per_hour * f for f in spec.demand.profile))
+        if n != BINOMIAL_N:  # above 7,200 veh/h: the routes of older builds were capped at 14,400 veh/h
+            payload["binomial"] = n
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -229,10 +234,8 @@ def build_scenario(
             routes, extra["counts"] = _routes_from_counts(spec, net.net_file, counts, tmp)
             extra["counts"]["sha256"] = counts_hash
         else:
-            routes = tuple(
-                generate_routes(net.net_file, tmp / f"routes_s{s}.rou.xml", spec.demand, s, spec.begin, spec.end)
-                for s in spec.demand.seeds
-            )
+            # one randomTrips process per demand seed, as many at a time as there are cores
+            routes = generate_all_routes(net.net_file, tmp, spec.demand, spec.begin, spec.end)
         counts = tuple(count_vehicles(r) for r in routes)
         if spec.kind != "resco" and min(counts) == 0:
             raise ScenarioError(
@@ -254,8 +257,9 @@ def build_scenario(
         meta = scenario.to_json(relative_to=final) | {
             "demand": dataclasses.asdict(spec.demand),
             **extra,
-            "attribution": "Map data © OpenStreetMap contributors (ODbL)"
-            if spec.kind == "osm" else "RESCO benchmark (from the sumo-rl package)",
+            "attribution": {"osm": "Map data © OpenStreetMap contributors (ODbL)",
+                            "grid": "Synthetic grid (SUMO netgenerate)"}.get(
+                spec.kind, "RESCO benchmark (from the sumo-rl package)"),
         }
         atomic_write_json(tmp / "scenario.json", meta, sort_keys=False)
     return Scenario.load(final)
@@ -270,7 +274,9 @@ def _routes_from_counts(spec: CitySpec, net_file: Path, counts: list, tmp: Path)
     seeds = spec.demand.seeds
     cand = candidate_routes(net_file, tmp / "candidates.rou.xml", spec.demand, seeds[0], {c.edge for c in counts})
     try:
-        routes = tuple(routes_from_counts(net_file, counts, tmp / f"routes_s{s}.rou.xml", s, cand) for s in seeds)
+        routes = tuple(run_parallel([
+            functools.partial(routes_from_counts, net_file, counts, tmp / f"routes_s{s}.rou.xml", s, cand)
+            for s in seeds]))
     finally:
         cand.unlink(missing_ok=True)
     match = count_match(routes[0], counts)

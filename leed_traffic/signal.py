@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from leed_traffic.network import green_states
-from leed_traffic.state import Movement, PhaseInfo
+from leed_traffic.state import Movement
 
 PROGRAM_ID = "leed"
 LONG = 10**6  # phase duration the agent program never reaches: only the agent switches phases
@@ -188,6 +188,13 @@ class TrafficSignal:
     def set_next_phase(self, new_phase: int, now: float) -> bool:
         """Apply an action at a decision point; returns True if it starts a phase change."""
         new_phase = int(new_phase)
+        if not self.enforce_max_green:
+            # the common cases without building the legal actions (same outcome as below: the
+            # current green is always legal here, and before min green it is the only one)
+            if new_phase == self.green_phase:
+                return False
+            if not now - self.last_change >= self.yellow_time + self.all_red_time + self.min_green:
+                return False
         legal = self.legal_actions(now)
         if new_phase not in legal:
             if self.green_phase in legal:

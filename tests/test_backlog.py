@@ -202,3 +202,36 @@ def test_honest_mean_delay_definition():
     # two inserted vehicles with 30 s delay in all, one never inserted that waited 90 s
     assert honest_mean_delay(30.0, 2, [90.0]) == pytest.approx(40.0)
     assert honest_mean_delay(0.0, 0, []) == 0.0
+
+
+def test_phase_observation_rows(crossing):
+    """The ``phase`` observation (issue 10): one row of PHASE_FEATURES per green phase, from the
+    movements that phase serves, checked against SUMO's own counts."""
+    from leed_traffic.observations import COUNT_SCALE, PHASE_FEATURES
+
+    env = make_env(crossing, observation="phase", delta_time=5, yellow_time=2)
+    try:
+        env.reset(seed=0)
+        ts = env.signals["C"]
+        west = _west_green(env)
+        for _ in range(8):
+            obs, *_ = env.step({"C": west})
+        rows = obs["C"].reshape(ts.num_green_phases, PHASE_FEATURES)
+        assert env.observation_space("C").shape == (ts.num_green_phases * PHASE_FEATURES,)
+        sim = env.sim
+        for p in range(ts.num_green_phases):
+            served = sorted({li for k, (li, lo) in enumerate(ts.topo.links) if li and ts.topo.greens[p][k] in "Gg"})
+            outs = sorted({lo for k, (li, lo) in enumerate(ts.topo.links) if li and ts.topo.greens[p][k] in "Gg"})
+            assert rows[p, 0] == (1.0 if p == west else 0.0)
+            assert rows[p, 4] == pytest.approx(min(_halting(sim, served) / COUNT_SCALE, 10))
+            assert rows[p, 5] == pytest.approx(sum(sim.lane.getLastStepVehicleNumber(ln) for ln in served) / COUNT_SCALE)
+            assert rows[p, 6] == pytest.approx(_halting(sim, outs) / COUNT_SCALE)
+            edges = {ln.rsplit("_", 1)[0] for ln in served}
+            waiting = sum(env.backlog()[ts.backlog_idx[ts.topo.in_edges.index(e)]] for e in edges)
+            assert rows[p, 7] == pytest.approx(waiting / COUNT_SCALE)
+            assert rows[p, 8] == pytest.approx(len(served) / 4)
+        np.testing.assert_allclose(rows[:, 3], env.phase_pressures(ts) / COUNT_SCALE, rtol=1e-6)
+        w = rows[west]
+        assert w[6] > 0.2 and w[7] > 0, "the west phase sees its blocked exit and the vehicles waiting to enter"
+    finally:
+        env.close()

@@ -16,7 +16,7 @@ from leed_traffic.paths import downloads_dir, networks_build_dir
 
 
 def test_bundled_cities_have_extracts_and_attribution():
-    assert set(bundled_cities()) == {"helsinki", "paris", "melbourne", "oslo", "luxembourg", "heidelberg"}
+    assert set(bundled_cities()) == {"helsinki", "paris", "melbourne", "oslo", "luxembourg", "heidelberg", "london", "munich", "washington-dc"}
     for c in bundled_cities():
         spec = resolve_city(c)
         assert spec.source.exists(), spec.source

@@ -16,11 +16,19 @@ from leed_traffic.learn.config import TrainConfig
 
 def test_defaults_come_from_the_owning_dataclasses():
     cfg = ExperimentConfig()
-    assert cfg.train == TrainConfig()
+    assert cfg.train == TrainConfig(policy="phase")
     assert cfg.env.reward == EnvConfig().reward and cfg.env.min_green == EnvConfig().min_green
     assert cfg.env.max_green == EnvConfig().max_green and cfg.env.delta_time == EnvConfig().delta_time
-    # the one deliberate difference: experiments enforce max green, the library env (sumo-rl's rule) does not
+    # the deliberate differences: experiments enforce max green, the library env (sumo-rl's rule)
+    # does not; they train the shared phase policy on its observation, the components default to
+    # sumo-rl's observation and per-agent MLPs (what runs before it used)
     assert cfg.env.enforce_max_green is True and EnvConfig().enforce_max_green is False
+    assert (cfg.env.observation, cfg.train.policy) == ("phase", "phase")
+    assert (EnvConfig().observation, TrainConfig().policy) == ("default", "mlp")
+    cfg.validate()
+    # a run's config.json from before the phase policy repeats with per-agent MLPs
+    old = {"experiment": {"env": {"observation": "default"}, "train": {"algo": "ippo"}}}
+    assert ExperimentConfig.from_dict(old).validate().train.policy == "mlp"
 
 
 def test_toml_then_set_overrides(tmp_path):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from leed_traffic.errors import UserError
+from leed_traffic.observations import PHASE_FEATURES
 
 SECONDS = 120
 
@@ -117,8 +118,9 @@ def test_export_comparison_models_and_spec(exported):
         assert (exported / s["model"]).is_file()
         assert s["layout_dim"] == s["obs_dim"]
         g = len(s["actions"])
-        lanes = s["layout"][2]["lanes"]
-        assert s["obs_dim"] == g + 1 + 2 * len(lanes)
+        # the experiments' phase observation: one row of PHASE_FEATURES per green phase, with its lanes
+        assert spec["observation"] == "phase" and s["obs_dim"] == g * PHASE_FEATURES and len(s["layout"]) == g
+        assert all(len(row["features"]) == PHASE_FEATURES and row["in_lanes"] for row in s["layout"])
         assert all(len(x["state"]) == len(s["signal_index_links"]) for x in s["actions"])
 
 

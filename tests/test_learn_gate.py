@@ -137,6 +137,34 @@ def test_trust_falls_when_imitation_does_not_pay() -> None:
     assert d.trust == {"a": 1.0} and d.batch.mask[0].tolist() == [1.0, 0.0]
 
 
+def test_shared_network_trusts_city_wide() -> None:
+    """Two agents, "a" whose demonstrations pay (margins 1.0, 1.0) and "b" whose do not (-3, -3):
+    per-agent trust imitates at a only; a shared network pools the margins (mean -1): nobody."""
+    n, vals = 2, {"a": [0.0, 0.0], "b": [4.0, 4.0]}
+    obs = np.zeros((2, n, 2), np.float32)
+    per = {}
+    for i, a in enumerate(("a", "b")):
+        obs[i, :, 0] = vals[a]
+        ep, rew = np.zeros(n, np.int64), np.ones(n)
+        per[a] = AgentDemoTensors(obs=obs[i], actions=np.zeros(n, np.int64), rewards=rew, episode=ep,
+                                  returns_to_go=np.ones(n), features=[], per_step_return=1.0,
+                                  obs_mean=np.zeros(2), obs_std=np.ones(2))
+    for shared, expect in ((False, {"a": 1.0, "b": 0.0}), (True, {"a": 0.0, "b": 0.0})):
+        batch = DemoBatch(torch.as_tensor(obs), torch.zeros(2, n, dtype=torch.int64), torch.tensor([n, n]),
+                          torch.ones(2, n))
+        d = Demonstrations(["a", "b"], per, batch, gate="return", trust="mean", shared=shared)
+        d.refresh_mask(ValueIsFirstFeature(), np.array([1.0, 1.0]))
+        assert d.trust == expect and d.kept() == expect
+    per["b"].returns_to_go = np.full(n, 4.5)  # now b pays a little too: pooled mean > 0, both imitate
+    batch = DemoBatch(torch.as_tensor(obs), torch.zeros(2, n, dtype=torch.int64), torch.tensor([n, n]), torch.ones(2, n))
+    d = Demonstrations(["a", "b"], per, batch, gate="return", trust="mean", shared=True)
+    d.refresh_mask(ValueIsFirstFeature(), np.array([1.0, 1.0]))
+    assert d.trust == {"a": 1.0, "b": 1.0} and d.kept() == {"a": 1.0, "b": 1.0}
+    d.city_beats_fixed = False  # measured: the demonstrator queues more than fixed time city-wide
+    d.refresh_mask(ValueIsFirstFeature(), np.array([1.0, 1.0]))
+    assert d.trust == {"a": 0.0, "b": 0.0} and d.kept() == {"a": 0.0, "b": 0.0}
+
+
 def test_gate_per_algorithm_and_config() -> None:
     cfg = TrainConfig()
     assert cfg.expert_gate == "advantage" and cfg.expert_trust == "mean" and cfg.warm_start_gate == "queue"
@@ -182,6 +210,17 @@ def test_demo_quality_and_warm_start_agents() -> None:
         per = tensors()
         warm_start_agents(per, meta, gate)
         assert per["A"].warm and per["B"].warm
+    # a shared network learns one behaviour: only a city-wide winner may shape it
+    per = tensors()
+    warm_start_agents(per, {"quality": q}, "queue", shared=True)
+    assert not per["A"].warm and not per["B"].warm
+    per = tensors()
+    warm_start_agents(per, {"quality": {**q, "city": {"beats_fixed": True}}}, "queue", shared=True)
+    assert per["A"].warm and per["B"].warm
+    # a pretrained start is never overwritten by cloning
+    per = tensors()
+    warm_start_agents(per, {"quality": {**q, "city": {"beats_fixed": True}}}, "queue", init="pretrained")
+    assert not per["A"].warm and not per["B"].warm and "pretrained" in per["A"].warm_reason
 
 
 def test_warm_start_skips_agents_whose_demos_queue_more_than_fixed_time(tmp_path: Path) -> None:

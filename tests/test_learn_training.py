@@ -114,12 +114,14 @@ def test_empty_demonstrations_train_as_ippo(tmp_path: Path, caplog) -> None:
 
 def test_bc_warm_start_imitates_before_any_rollout(tmp_path: Path) -> None:
     """With the warm start alone (one tiny rollout budget) the policy already follows the expert."""
-    cfg = TrainConfig(algo="leed", total_env_steps=20, bc_pretrain_steps=300, **FAST)
+    # the default step size: FAST's 1e-2 lets the one PPO update that follows undo part of the warm start
+    slow = {**FAST, "learning_rate": 3e-4}
+    cfg = TrainConfig(algo="leed", total_env_steps=20, bc_pretrain_steps=300, **slow)
     run = train(cfg, tmp_path / "warm", demos=expert_demos(), env_factory=FakeFactory())
     pre = json.loads((run / "pretrain.json").read_text())
     assert pre["action_agreement"]["before"] < 0.6 < 0.9 < pre["action_agreement"]["after"]
     assert pre["expert_loss"]["after"] < pre["expert_loss"]["before"]
-    cold = TrainConfig(algo="leed", total_env_steps=20, bc_pretrain_steps=0, **FAST)
+    cold = TrainConfig(algo="leed", total_env_steps=20, bc_pretrain_steps=0, **slow)
     run0 = train(cold, tmp_path / "cold", demos=expert_demos(), env_factory=FakeFactory())
     assert not (run0 / "pretrain.json").exists()
     assert run_controller(load_policies(run)) > run_controller(load_policies(run0)) + 0.2

@@ -41,7 +41,7 @@ def test_cache_dir_follows_the_environment_at_call_time(monkeypatch, tmp_path):
 
 
 def test_bundled_data_is_package_data():
-    assert set(bundled_cities()) == {"helsinki", "paris", "melbourne", "oslo", "luxembourg", "heidelberg"}
+    assert set(bundled_cities()) == {"helsinki", "paris", "melbourne", "oslo", "luxembourg", "heidelberg", "london", "munich", "washington-dc"}
     assert (paths.bundled_scenarios_dir() / "melbourne.toml").is_file()
     assert (paths.bundled_osm_dir() / "ATTRIBUTION.txt").is_file()
     for city in bundled_cities():
@@ -166,7 +166,8 @@ spec = replace(spec, end=300, demand=replace(spec.demand, seeds=(0,)))
 sc = build_scenario(spec)
 print(json.dumps({
     "file": leed_traffic.__file__, "cities": bundled_cities(), "osm_dir": str(paths.bundled_osm_dir()),
-    "formats": sorted(osm_format(p) for p in paths.bundled_osm_dir().glob("*.osm.*")),
+    "formats": sorted(osm_format(p) for p in paths.bundled_osm_dir().iterdir() if p.suffix in (".pbf", ".gz")),
+    "pretrained": __import__("leed_traffic.learn.pretrained", fromlist=["x"]).load_file("pretrained")["meta"]["features"],
     "readme": "ODbL" in paths.bundled_networks_readme().read_text(),
     "scenario": str(sc.dir), "net": str(sc.net_file), "net_hash": sc.net_hash, "agents": sc.n_agents,
 }))
@@ -202,8 +203,9 @@ def test_regular_install_carries_the_data_and_writes_nothing_into_it(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(out["file"]).is_relative_to(site), out["file"]  # not the editable checkout
     assert Path(out["osm_dir"]) == site / "leed_traffic" / "data" / "networks" / "osm"
-    assert set(out["cities"]) == {"helsinki", "paris", "melbourne", "oslo", "luxembourg", "heidelberg"}
-    assert out["formats"] == ["pbf"] * 5 + ["xml.gz"] and out["readme"]
+    assert set(out["cities"]) == {"helsinki", "paris", "melbourne", "oslo", "luxembourg", "heidelberg", "london", "munich", "washington-dc"}
+    assert out["formats"] == ["pbf"] * 8 + ["xml.gz"] and out["readme"]
+    assert out["pretrained"] == 10, "the shipped pretrained policy is package data"
     assert out["net_hash"] == MELBOURNE_NET_HASH and out["agents"] == 41
     assert Path(out["scenario"]).is_relative_to(cache) and Path(out["net"]).is_relative_to(cache)
     assert _snapshot(site) == before, "the installed package wrote into site-packages"

@@ -28,7 +28,8 @@ EXPERT_TRUSTS: tuple[str, ...] = ("none", "mean")
 # Fields that only set the budget, the bookkeeping or the machine, not what one update computes:
 # changing them between an interrupted run and its resume is allowed (e.g. extend the budget).
 NON_FINGERPRINT_FIELDS: frozenset[str] = frozenset(
-    {"total_env_steps", "episodes", "checkpoint_interval", "progress", "torch_threads", "start_method"}
+    {"total_env_steps", "episodes", "checkpoint_interval", "progress", "torch_threads", "start_method",
+     "backend", "ray_address"}
 )
 # Keys of earlier versions that ``from_dict`` still reads: evaluation settings (now the experiment's
 # ``eval`` section) are dropped; ``reled: true`` (RELED was a flag on algo leed) becomes algo reled.
@@ -65,6 +66,15 @@ class TrainConfig:
     start_method: str = "spawn"
     """multiprocessing start method for workers (``spawn`` or ``forkserver``; never ``fork``:
     libsumo and torch threads do not survive a fork)."""
+    backend: str = "auto"
+    """Where whole-episode rollout workers run (``learn.workers``): ``inprocess`` (this process,
+    episodes one after another), ``process`` (one local child process per worker) or ``ray`` (Ray
+    actors, on this machine or a cluster: ``pip install -e '.[ray]'``); ``auto`` = inprocess for
+    one worker, process otherwise. Not in the fingerprint: every backend gives the same episodes
+    for the same seeds. ``rollout_steps`` > 0 always steps in lockstep (inprocess/process)."""
+    ray_address: str | None = None
+    """The Ray cluster to join (``auto`` or HOST:PORT of ``ray start --head``); None = start a
+    private local Ray. Only read by the ray backend; not in the fingerprint."""
 
     # --- PPO (CleanRL defaults unless noted) ----------------------------------------------------
     update_epochs: int = 4
@@ -101,6 +111,15 @@ class TrainConfig:
     """torch intra-op threads; networks are tiny, more threads only contend with SUMO."""
 
     # --- multi-agent structure -----------------------------------------------------------------
+    policy: str = "mlp"
+    """Network: ``mlp`` (an actor-critic per intersection over its own observation, any
+    observation) or ``phase`` (one phase-scoring actor-critic shared by all intersections, needs
+    the ``phase`` observation; ``learn.policy.PhasePolicy``): the same weights act at any junction
+    of any city, which is what makes a pretrained policy transfer (issue 10)."""
+    init_policy: str = ""
+    """Start from these weights instead of a random init (``phase`` policy only): ``pretrained``
+    (the policy shipped with leed-traffic, ``learn.pretrained``) or a path to a pretrained-policy
+    file or a run's policy.pt of a phase policy. Fine-tuning = training from there."""
     share_parameters: bool = False
     """One network for all intersections: observations zero-padded to the largest, a one-hot agent
     id appended, actions beyond an agent's own count masked. Fewer parameters and more data per
@@ -204,6 +223,10 @@ class TrainConfig:
         if self.bc_pretrain_gate not in WARM_START_GATES:
             raise ValueError(f"unknown bc_pretrain_gate {self.bc_pretrain_gate!r}; "
                              f"choose one of {', '.join(WARM_START_GATES)}")
+        if self.policy not in ("mlp", "phase"):
+            raise ValueError(f"unknown policy {self.policy!r}; choose mlp or phase")
+        if self.init_policy and self.policy != "phase":
+            raise ValueError("init_policy needs policy=phase (only the phase policy transfers between networks)")
         if self.dtw_features not in ("phase", "obs"):
             raise ValueError(f"dtw_features must be 'phase' or 'obs', not {self.dtw_features!r}")
         if self.start_method not in ("spawn", "forkserver"):

@@ -73,13 +73,16 @@ class Demonstrations:
 
     def __init__(self, agents: list[str], per_agent: dict[str, AgentDemoTensors], batch: DemoBatch,
                  gate: str = "none", gamma: float = 0.99, lam: float = 0.95, warm_gate: str = "none",
-                 trust: str = "none"):
+                 trust: str = "none", shared: bool = False):
         self.agents = list(agents)  # the env's agents, in the policy's order
         self.per_agent = per_agent
         self.batch = batch
         self.gate, self.gamma, self.lam = gate, gamma, lam
         self.warm_gate = warm_gate  # the warm start's filter (``warm_start_agents``), for pretrain.json
         self.trust_mode = trust  # ``TrainConfig.expert_trust`` ("none" while ungated or legacy RELED)
+        self.shared = shared  # one network for all agents: trust is decided city-wide (``refresh_mask``)
+        self.city_beats_fixed = True
+        """Shared networks: the demonstrator beat fixed time city-wide (dataset quality); if not, never trusted."""
         self.trust: dict[str, float] = {}
         """Per agent, 1.0 when the latest ``refresh_mask`` trusted its demonstrator, else 0.0."""
 
@@ -161,7 +164,8 @@ class Demonstrations:
                     "train.expert_gate=none with algo leed")
         if not out:
             return None
-        warm_start_agents(out, dataset.metadata, warm_gate)
+        warm_start_agents(out, dataset.metadata, warm_gate,
+                          shared=cfg.policy == "phase" or cfg.share_parameters, init=cfg.init_policy)
         A = len(agents)
         N = max(len(dm.actions) for dm in out.values())
         obs, acts = torch.zeros(A, N, max_obs), torch.zeros(A, N, dtype=torch.int64)
@@ -174,8 +178,16 @@ class Demonstrations:
                 counts[i] = n
         # the trust rides on the gate; RELED under expert_gate="none" keeps its original mask alone
         trust = cfg.expert_trust if gate != "none" and cfg.expert_gate != "none" else "none"
-        return cls(agents, out, DemoBatch(obs, acts, counts, torch.ones(A, N)), gate=gate,
-                   gamma=cfg.gamma, lam=cfg.gae_lambda, warm_gate=warm_gate, trust=trust)
+        shared = cfg.policy == "phase" or cfg.share_parameters
+        demos = cls(agents, out, DemoBatch(obs, acts, counts, torch.ones(A, N)), gate=gate,
+                    gamma=cfg.gamma, lam=cfg.gae_lambda, warm_gate=warm_gate, trust=trust, shared=shared)
+        quality = (dataset.metadata or {}).get("quality")
+        if shared and trust == "mean" and isinstance(quality, dict) and "city" in quality:
+            # a measured score that does not telescope, where the critic's test can be fooled (a
+            # pretrained critic under a fresh reward normaliser trusted the embedded model's
+            # demonstrations for 4 updates on helsinki and took the policy from 41 s to 80 s)
+            demos.city_beats_fixed = bool(quality["city"].get("beats_fixed", False))
+        return demos
 
     def sample(self, n: int, masked: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``n`` demo rows per agent, drawn uniformly with replacement: obs [A, n, P], actions
@@ -203,12 +215,20 @@ class Demonstrations:
         <= 0 keeps nothing (``trust[a] = 0``): by the performance-difference lemma the mean
         advantage of the demonstrator's actions over its own states estimates J(demonstrator) -
         J(agent), so the agent imitates only a demonstrator that is better than it *on average*.
+        With ``shared`` parameters (the phase policy) the test is city-wide: the margins of every
+        agent's demo states are pooled, and every agent imitates (through its gate) or none does,
+        since imitation at a few intersections changes the one network all of them run (on
+        helsinki the embedded model's demonstrations, trusted at 1-3 of 12 intersections per
+        update, left LEED at 49.1 s where IPPO reached 45.4), and only a demonstrator whose
+        demonstrations beat fixed time city-wide (``city_beats_fixed``, the dataset's measured
+        mean queue) can pass it.
         """
         gate = gate or self.gate
         baseline = baseline or {}
         db = self.batch
         values = policy.value(policy.critic_input(db.obs)).numpy()  # [A, N]
         self.trust = {}
+        margins: list[np.ndarray] = []
         for i, a in enumerate(self.agents):
             if a not in self.per_agent:
                 continue
@@ -223,8 +243,15 @@ class Demonstrations:
             mask = reled_mask(target, v)
             if self.trust_mode == "mean":
                 self.trust[a] = float(np.mean(target - v) > 0)
-                mask = mask * self.trust[a]
+                margins.append(target - v)
+                if not self.shared:
+                    mask = mask * self.trust[a]
             db.mask[i, :n] = torch.as_tensor(mask)
+        if self.trust_mode == "mean" and self.shared and margins:
+            # one network for every intersection: trust the demonstrator city-wide or nowhere
+            city = float(np.mean(np.concatenate(margins)) > 0 and self.city_beats_fixed)
+            self.trust = {a: city for a in self.trust}
+            db.mask.mul_(city)
 
     def kept(self) -> dict[str, float]:
         """Per agent with demos: the fraction of its demo states the gate keeps (its trust)."""
@@ -237,7 +264,8 @@ class Demonstrations:
         return float(np.mean(list(self.kept().values())))
 
 
-def warm_start_agents(per_agent: dict[str, AgentDemoTensors], metadata: dict[str, Any], gate: str) -> None:
+def warm_start_agents(per_agent: dict[str, AgentDemoTensors], metadata: dict[str, Any], gate: str, *,
+                      shared: bool = False, init: str = "") -> None:
     """Set each agent's ``warm`` flag: whether the behaviour-cloning warm start imitates it.
 
     ``none``: every agent with demonstrations. ``queue``: only where the demonstrations beat fixed
@@ -246,8 +274,20 @@ def warm_start_agents(per_agent: dict[str, AgentDemoTensors], metadata: dict[str
     (``demos.demo_quality``) -- either at the agent itself or summed over the city (a demonstrator
     that wins city-wide is trusted at every intersection, as ``select_best`` does). A dataset
     without that metadata (older, or built by hand) warm-starts every agent, as before.
+
+    Two more rules under ``queue`` (measured on helsinki, docs/leed.md "The phase policy"):
+    ``shared`` parameters (the phase policy) learn one behaviour for every intersection, so only a
+    demonstrator that beats fixed time city-wide may shape them (the embedded model's demos won at
+    9 of 12 intersections, and cloning them into the shared network started all 35 at ~120 s,
+    worse than the 70 s of a random init); and a policy that starts from ``init`` weights (a
+    pretrained policy) is not warm-started at all: it is already a better prior than the cloning.
     """
     if gate == "none":
+        return
+    if init:
+        for dm in per_agent.values():
+            dm.warm, dm.warm_reason = False, f"starts from {init}"
+        log.info("BC warm start skipped: the policy starts from %s", init)
         return
     quality = (metadata or {}).get("quality")
     if not isinstance(quality, dict) or not isinstance(quality.get("agents"), dict):
@@ -260,6 +300,9 @@ def warm_start_agents(per_agent: dict[str, AgentDemoTensors], metadata: dict[str
         q = quality["agents"].get(a)
         if city_wins:
             dm.warm, dm.warm_reason = True, "demonstrator beats fixed time city-wide (mean queue)"
+        elif shared:
+            dm.warm, dm.warm_reason = False, "shared policy: the demonstrator does not beat fixed time city-wide"
+            skipped.append(a)
         elif q is None or q.get("beats_fixed") is None:
             dm.warm, dm.warm_reason = True, "no per-intersection score recorded"
         elif q["beats_fixed"]:
@@ -268,9 +311,11 @@ def warm_start_agents(per_agent: dict[str, AgentDemoTensors], metadata: dict[str
             dm.warm, dm.warm_reason = False, "worse than fixed time here and city-wide (mean queue)"
             skipped.append(a)
     if skipped:
-        log.warning("BC warm start skips %d of %d intersections whose demonstrations queue more than "
-                    "fixed time (%s%s)", len(skipped), len(per_agent), ", ".join(skipped[:5]),
-                    "..." if len(skipped) > 5 else "")
+        why = ("the demonstrator does not beat fixed time city-wide (a shared network learns one "
+               "behaviour for every intersection)" if shared else
+               "their demonstrations queue more than fixed time")
+        log.warning("BC warm start skips %d of %d intersections: %s (%s%s)", len(skipped), len(per_agent), why,
+                    ", ".join(skipped[:5]), "..." if len(skipped) > 5 else "")
 
 
 def warm_start(policy: MultiAgentPolicy, demos: Demonstrations, cfg: "TrainConfig") -> dict[str, Any]:

@@ -1,5 +1,11 @@
 """Episode bookkeeping: every worker's episode in progress, reward normalisation, exact resume.
 
+Two ways to collect use it. Whole episodes (``rollout_steps`` = 0, the default): rollout workers
+(``workers.py``) play entire episodes and return ``Trajectory`` objects; the book only hands out
+each worker's next episode (``tasks``) and takes back the finished ones (``finish``): checkpoints
+fall between episodes, so nothing has to be replayed on resume. Lockstep (``rollout_steps`` > 0):
+the learner steps every environment itself, and the book follows the episodes step by step.
+
 ``EpisodeBook`` knows, per worker, the episode's SUMO seed, the actions taken so far, the raw
 returns and the delay/sim-time the env reported, plus worker 0's trajectory (what LEED's DTW
 compares with the expert's). Its ``state_dict`` goes into every checkpoint; ``load_state_dict``
@@ -13,12 +19,15 @@ for a seed), so a resumed run continues from exactly where the interrupted one s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from leed_traffic.learn.rollout import StepResult, WorkerPool
+
+if TYPE_CHECKING:
+    from leed_traffic.learn.workers import EpisodeTask, Trajectory
 
 # Where the env's info may report the network delay / the simulation time; first key found wins.
 DELAY_KEYS = ("mean_delay", "mean_trip_delay", "system_mean_delay", "delay", "system_mean_waiting_time",
@@ -31,6 +40,34 @@ Obs = dict[str, np.ndarray]
 def episode_seed(seed: int, worker: int, number: int) -> int:
     """SUMO seed of a worker's n-th episode: reproducible and distinct per worker/episode."""
     return int(np.random.SeedSequence([seed, worker, number]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def action_seed(seed: int, worker: int, number: int) -> int:
+    """Seed of the torch RNG stream that samples the actions of a worker's n-th episode (the
+    worker seeds a forked torch RNG with it, ``workers.EpisodeRunner.run``): derived from the
+    episode's SUMO seed, so an episode is the same wherever (on whichever backend, process or
+    machine) it is played, and independent of the learner's own RNG."""
+    return int(np.random.SeedSequence([episode_seed(seed, worker, number), 1]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def step_outcome(agents: list[str], result: StepResult, steps: int, delta_time: float
+                 ) -> tuple[np.ndarray, bool, bool, float | None, float]:
+    """One env step in the learner's terms: raw rewards [A] (float32), done, truncated (done by
+    the time limit: bootstrap with V), the delay the env reported at the episode's end (or None)
+    and the episode's simulated time after ``steps`` steps. Shared by the lockstep book and the
+    episode workers, so both read an env the same way."""
+    obs2, rew, term, trunc, info = result
+    raw = np.asarray([rew.get(a, 0.0) for a in agents], np.float32)
+    ended = [bool(term.get(a, False) or trunc.get(a, False)) for a in agents]
+    done = all(ended) or not obs2
+    truncated = done and not any(bool(term.get(a, False)) for a in agents)
+    delay = find_number(info, DELAY_KEYS) if done else None  # running trip statistics at the end
+    if delta_time > 0:
+        sim_time = steps * delta_time
+    else:
+        t = find_number(info, SIM_TIME_KEYS)
+        sim_time = t if t is not None else float(steps)
+    return raw, done, truncated, delay, sim_time
 
 
 def find_number(info: Any, keys: tuple[str, ...]) -> float | None:
@@ -92,6 +129,29 @@ class RewardNormalizer:
             norm = raw.copy()
         return norm.astype(np.float32)
 
+    def episodes(self, raws: list[np.ndarray]) -> list[np.ndarray]:
+        """Whole episodes, one per worker (raw rewards [T_w, A]) -> normalised rewards [T_w, A].
+
+        Replays the episodes step by step across workers, as if they had been stepped in
+        lockstep: with equal lengths this is exactly ``__call__`` per step (an episode that is
+        already over contributes no more samples)."""
+        out = [np.zeros(r.shape, np.float32) for r in raws]
+        for t in range(max((len(r) for r in raws), default=0)):
+            live = [w for w, r in enumerate(raws) if t < len(r)]
+            raw = np.stack([raws[w][t] for w in live], axis=1)  # [A, live]
+            if self.enabled:
+                acc = self.ret_acc[:, live] * self.gamma + raw
+                self.rms.update(acc)
+                norm = raw / np.sqrt(self.rms.var + 1e-8)[:, None]
+                self.ret_acc[:, live] = acc
+                ended = [w for w in live if t == len(raws[w]) - 1]
+                self.ret_acc[:, ended] = 0.0
+            else:
+                norm = raw
+            for j, w in enumerate(live):
+                out[w][t] = norm[:, j]
+        return out
+
     def std(self) -> np.ndarray:
         """Per agent: what a raw reward is divided by (1 when rewards are not normalised)."""
         return np.sqrt(self.rms.var + 1e-8) if self.enabled else np.ones(len(self.rms.var))
@@ -147,11 +207,41 @@ class EpisodeBook:
         self._obs_hist: dict[str, list[np.ndarray]] = {a: [] for a in self.agents}
         self._act_hist: dict[str, list[int]] = {a: [] for a in self.agents}
 
-    def start(self, pool: WorkerPool) -> None:
-        """Every worker's first episode (a fresh run)."""
+    def start(self, pool: WorkerPool | None = None) -> None:
+        """Every worker's first episode (a fresh run); lockstep (``pool``): reset the envs too."""
         self.states = [EpisodeState(seed=episode_seed(self.seed, w, 0), number=0)
                        for w in range(self.n_workers)]
-        self.obs = [self.reset(pool, w) for w in range(self.n_workers)]
+        if pool is not None:
+            self.obs = [self.reset(pool, w) for w in range(self.n_workers)]
+
+    # ------------------------------------------------------------------ whole episodes
+    def tasks(self) -> list["EpisodeTask"]:
+        """Every worker's next episode, to be played by the rollout workers (one per worker)."""
+        from leed_traffic.learn.workers import EpisodeTask
+
+        return [EpisodeTask(worker=w, number=e.number, seed=e.seed,
+                            sample_seed=action_seed(self.seed, w, e.number))
+                for w, e in enumerate(self.states)]
+
+    def finish(self, trajectories: list["Trajectory"]) -> list[EpisodeState]:
+        """The workers' episodes came back complete: book them (worker 0's is the trajectory LEED's
+        DTW compares), move every worker on to its next episode; returns the finished episodes."""
+        done = []
+        for w, tr in enumerate(trajectories):
+            ep = self.states[w]
+            assert (tr.seed, tr.number) == (ep.seed, ep.number), "a trajectory of another episode"
+            ep.steps, ep.sim_time = tr.steps, tr.sim_time
+            ep.returns = np.cumsum(tr.raw_rewards, axis=0, dtype=np.float64)[-1]  # as summed step by step
+            if tr.delay is not None:
+                ep.delay_sum, ep.delay_n = tr.delay, 1
+            if w == 0:
+                self.last_traj = {a: (tr.obs[:, i, : tr.obs_dims[i]].copy(), tr.actions[:, i].copy())
+                                  for i, a in enumerate(self.agents)}
+            self.states[w] = EpisodeState(seed=episode_seed(self.seed, w, ep.number + 1), number=ep.number + 1)
+            done.append(ep)
+        return done
+
+    # ------------------------------------------------------------------ lockstep
 
     def reset(self, pool: WorkerPool, w: int) -> Obs:
         """Reset worker ``w`` with its episode's seed; returns the first observations."""
@@ -179,7 +269,7 @@ class EpisodeBook:
         W = len(results)
         raw = np.zeros((len(agents), W), np.float32)
         dones, truncs, next_obs = np.zeros(W, bool), np.zeros(W, bool), []
-        for w, (obs2, rew, term, trunc, info) in enumerate(results):
+        for w, result in enumerate(results):
             ep = self.states[w]
             ep.steps += 1
             ep.actions.append(actions[w])
@@ -187,21 +277,12 @@ class EpisodeBook:
                 for a, act in zip(agents, actions[0]):
                     self._obs_hist[a].append(self.obs[0][a])
                     self._act_hist[a].append(act)
-            raw[:, w] = [rew.get(a, 0.0) for a in agents]
+            raw[:, w], dones[w], truncs[w], delay, ep.sim_time = step_outcome(agents, result, ep.steps,
+                                                                              delta_time)
             ep.returns += raw[:, w]
-            ended = [bool(term.get(a, False) or trunc.get(a, False)) for a in agents]
-            dones[w] = all(ended) or not obs2
-            truncs[w] = dones[w] and not any(bool(term.get(a, False)) for a in agents)
-            if dones[w]:  # the env reports its running trip statistics at the episode's end
-                delay = find_number(info, DELAY_KEYS)
-                if delay is not None:
-                    ep.delay_sum, ep.delay_n = ep.delay_sum + delay, ep.delay_n + 1
-            if delta_time > 0:
-                ep.sim_time = ep.steps * delta_time
-            else:
-                t = find_number(info, SIM_TIME_KEYS)
-                ep.sim_time = t if t is not None else float(ep.steps)
-            next_obs.append(obs2)
+            if delay is not None:
+                ep.delay_sum, ep.delay_n = ep.delay_sum + delay, ep.delay_n + 1
+            next_obs.append(result[0])
         return Step(raw, dones, truncs, next_obs)
 
     def advance(self, w: int, obs: Obs) -> None:
@@ -244,14 +325,19 @@ class EpisodeBook:
             },
         }
 
-    def load_state_dict(self, state: dict[str, Any], pool: WorkerPool) -> None:
-        """Put every environment back where it was: reset with the episode's seed, replay actions."""
+    def load_state_dict(self, state: dict[str, Any], pool: WorkerPool | None = None) -> None:
+        """Put every environment back where it was: reset with the episode's seed, replay actions
+        (lockstep, ``pool``). Whole-episode checkpoints fall between episodes: nothing to replay."""
         self.last_traj = None if state["last_traj"] is None else {
             a: (v[0].numpy(), v[1].numpy()) for a, v in state["last_traj"].items()}
         self.states, self.obs = [], []
         for w, ws in enumerate(state["workers"]):
             ep = EpisodeState(seed=int(ws["seed"]), number=int(ws["number"]))
             self.states.append(ep)
+            if pool is None:
+                if len(ws["actions"]):
+                    raise ValueError("a checkpoint taken mid-episode cannot resume whole-episode rollouts")
+                continue
             obs = self.reset(pool, w)
             for row in ws["actions"].tolist():
                 act = dict(zip(self.agents, (int(x) for x in row)))

@@ -93,6 +93,9 @@ class StackedMLP(nn.Module):
 class MultiAgentPolicy(nn.Module):
     """All agents' actor-critics; tensors are [A, B, ...] in ``agents`` order."""
 
+    stacked = True
+    """Parameters are [S, ...] stacks, one slice per agent (``clip_grad_norm_per_agent``)."""
+
     def __init__(
         self,
         specs: list[AgentSpec],
@@ -206,11 +209,154 @@ class MultiAgentPolicy(nn.Module):
                 {a: val_np[i] for i, a in enumerate(self.agents)})
 
 
-def build_policy(spec: "EnvSpec", config: "TrainConfig") -> MultiAgentPolicy:
+def _mlp(sizes: list[int], out_std: float | None) -> nn.Sequential:
+    """tanh MLP with CleanRL's orthogonal init (sqrt(2) hidden gain, ``out_std`` on the last
+    layer; ``out_std=None``: the last layer is hidden too, tanh after it)."""
+    layers: list[nn.Module] = []
+    for k in range(len(sizes) - 1):
+        last = k == len(sizes) - 2 and out_std is not None
+        lin = nn.Linear(sizes[k], sizes[k + 1])
+        nn.init.orthogonal_(lin.weight, out_std if last else math.sqrt(2))
+        nn.init.zeros_(lin.bias)
+        layers.append(lin)
+        if not last:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class PhasePolicy(nn.Module):
+    """One actor-critic for every intersection of every city: it scores phases, not agents.
+
+    FRAP/MPLight-style (issue 10): the ``phase`` observation gives each green phase the same
+    ``PHASE_FEATURES`` features of the movements it serves, at any junction. The actor embeds
+    each phase (MLP), appends the mean embedding of the junction's phases (the competition: a
+    phase is worth serving relative to the others) and maps that to the phase's logit with a
+    second MLP; the critic pools its own phase embeddings (mean and max) into V(s). No agent id
+    and no per-agent weights: the same parameters act at a T-junction with 2 phases and a
+    crossing with 6, on a network the policy never saw (``pretrained``), and every intersection's
+    data trains them (parameter sharing, the stability lever of issue 12). Phases beyond an
+    agent's count are masked out of the logits and the pooling.
+
+    Same interface as ``MultiAgentPolicy`` (the trainer, the demonstrations and serving do not
+    know which they hold): observations are padded to ``max_obs`` = max phases x features.
+    """
+
+    stacked = False
+
+    def __init__(self, specs: list[AgentSpec], hidden: tuple[int, ...] = (64, 64)):
+        super().__init__()
+        from leed_traffic.observations import PHASE_FEATURES
+
+        F = self.features = PHASE_FEATURES
+        bad = [s.agent for s in specs if s.obs_dim != s.n_actions * F]
+        if bad:
+            raise ValueError(
+                f"the phase policy needs the 'phase' observation ({F} features per green phase); "
+                f"agents {bad[:3]} have other observation sizes: set env.observation=phase")
+        self.specs = {s.agent: s for s in specs}
+        self.agents = [s.agent for s in specs]
+        self.share, self.centralized = True, False
+        self.max_actions = max(s.n_actions for s in specs)
+        self.max_obs = self.max_actions * F
+        self.obs_dims = [s.obs_dim for s in specs]
+        self.hidden = tuple(hidden)
+        H = hidden[-1]
+        self.actor_embed = _mlp([F, *hidden], None)
+        self.actor_head = _mlp([2 * H, H, 1], 0.01)
+        self.critic_embed = _mlp([F, *hidden], None)
+        self.critic_head = _mlp([2 * H, H, 1], 1.0)
+        valid = torch.zeros(len(specs), 1, self.max_actions, dtype=torch.bool)
+        for i, s in enumerate(specs):
+            valid[i, :, : s.n_actions] = True
+        self.register_buffer("valid", valid, persistent=False)
+
+    pad = MultiAgentPolicy.pad
+
+    def _phases(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded.reshape(*padded.shape[:-1], self.max_actions, self.features)
+
+    def _pool(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Masked mean over phases of [..., P, H] -> [..., H]."""
+        m = valid.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(-2) / m.sum(-2).clamp(min=1.0)
+
+    def critic_input(self, padded: torch.Tensor, global_obs: torch.Tensor | None = None) -> torch.Tensor:
+        return padded
+
+    def logits(self, padded: torch.Tensor) -> torch.Tensor:
+        valid = self.valid.expand(*padded.shape[:-1], -1)
+        h = self.actor_embed(self._phases(padded))  # [A, B, P, H]
+        ctx = self._pool(h, valid).unsqueeze(-2).expand_as(h)
+        score = self.actor_head(torch.cat([h, ctx], -1)).squeeze(-1)
+        return score.masked_fill(~valid, MASKED_LOGIT)
+
+    def dist(self, padded: torch.Tensor) -> Categorical:
+        return Categorical(logits=self.logits(padded))
+
+    def value(self, critic_in: torch.Tensor) -> torch.Tensor:
+        valid = self.valid.expand(*critic_in.shape[:-1], -1)
+        h = self.critic_embed(self._phases(critic_in))
+        mean = self._pool(h, valid)
+        mx = h.masked_fill(~valid.unsqueeze(-1), -1e9).max(-2).values
+        return self.critic_head(torch.cat([mean, mx], -1)).squeeze(-1)
+
+    act_padded = MultiAgentPolicy.act_padded
+    act_batch = MultiAgentPolicy.act_batch
+
+    def actor_module(self, agent: str, *, with_action: bool = False) -> "PhaseActor":
+        """``agent``'s actor as a stand-alone module: obs [B, n_phases x features] -> logits."""
+        return PhaseActor(self, agent, with_action=with_action).eval()
+
+    def transferable_state(self) -> dict[str, torch.Tensor]:
+        """The weights, which fit any set of agents (what ``pretrained`` files hold)."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+
+class PhaseActor(nn.Module):
+    """One agent's actor out of a ``PhasePolicy`` (exportable like ``AgentActor``)."""
+
+    def __init__(self, policy: PhasePolicy, agent: str, with_action: bool = False):
+        super().__init__()
+        import copy
+
+        self.embed = copy.deepcopy(policy.actor_embed).requires_grad_(False)
+        self.head = copy.deepcopy(policy.actor_head).requires_grad_(False)
+        self.n_actions = policy.specs[agent].n_actions
+        self.features = policy.features
+        self.with_action = with_action
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        h = self.embed(obs.reshape(obs.shape[0], self.n_actions, self.features))
+        ctx = h.mean(1, keepdim=True).expand_as(h)
+        logits = self.head(torch.cat([h, ctx], -1)).squeeze(-1)
+        if self.with_action:
+            return logits, torch.argmax(logits, dim=-1)
+        return logits
+
+
+POLICIES: tuple[str, ...] = ("mlp", "phase")
+"""``TrainConfig.policy``: per-agent MLPs (``MultiAgentPolicy``) or the shared phase scorer (``PhasePolicy``)."""
+
+
+def build_policy(spec: "EnvSpec", config: "TrainConfig") -> MultiAgentPolicy | PhasePolicy:
     """A freshly initialised policy for the env ``spec`` with ``config``'s architecture (draws
-    from torch's RNG: the orthogonal init)."""
+    from torch's RNG: the orthogonal init); with ``config.init_policy`` its weights are then
+    replaced by that file's (``pretrained``: the shipped policy; fine-tuning starts there)."""
     specs = [AgentSpec(a, spec.obs_dims[a], spec.n_actions[a]) for a in spec.agents]
-    return MultiAgentPolicy(specs, config.hidden_sizes, config.share_parameters, config.use_centralized_critic)
+    if config.policy == "phase":
+        if config.use_centralized_critic:
+            raise ValueError("the phase policy has a decentralized critic; use algo ippo/leed/reled/bc, not mappo")
+        policy: MultiAgentPolicy | PhasePolicy = PhasePolicy(specs, config.hidden_sizes)
+    else:
+        policy = MultiAgentPolicy(specs, config.hidden_sizes, config.share_parameters,
+                                  config.use_centralized_critic)
+    if config.init_policy:
+        from leed_traffic.learn.pretrained import load_weights
+
+        if not isinstance(policy, PhasePolicy):
+            raise ValueError("init_policy needs train.policy=phase (only the phase policy transfers between networks)")
+        policy.load_state_dict(load_weights(config.init_policy, config.hidden_sizes))
+    return policy
 
 
 class AgentActor(nn.Module):
@@ -259,6 +405,8 @@ def clip_grad_norm_per_agent(policy: MultiAgentPolicy, max_norm: float) -> torch
     Shared parameters (S = 1) are one network: their norm is clipped as a whole.
     Returns the per-stack norms before clipping.
     """
+    if not getattr(policy, "stacked", True):
+        return torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm).reshape(1)
     grads = [p.grad for p in policy.parameters() if p.grad is not None]
     if not grads:
         return torch.zeros(0)

@@ -1,10 +1,11 @@
-"""Rollout workers: one environment (one SUMO) per worker, behind a three-method interface.
+"""Environments for the learner: the picklable recipe, the spec, and lockstep env-stepping workers.
 
-libsumo runs a single simulation per process, so parallel rollouts need processes. The trainer
-only talks to a ``WorkerPool`` of ``Worker`` objects (``reset/step/close`` plus ``spec``); a
-worker is built from a *picklable factory* (``EnvFactory``: city or scenario + env options), so the same
-interface can later be served by a distributed engine on other machines (a remote worker only has
-to implement the same four calls).
+libsumo runs a single simulation per process, so parallel rollouts need processes. Every worker
+is built from a *picklable factory* (``EnvFactory``: city or scenario + env options). Whole-episode
+rollouts (the default) run on ``workers.py``'s episode workers (in-process, local processes or
+Ray), which own their episodes. This module keeps the *lockstep* path for ``rollout_steps`` > 0,
+where the learner steps every env itself: a ``WorkerPool`` of ``Worker`` objects
+(``reset/step/close`` plus ``spec``), one pipe round trip per decision step.
 
 - ``InProcessWorker``: the env lives in this process (n_workers = 1; also what tests use).
 - ``ProcessWorker``: the env lives in a child process started with ``spawn``/``forkserver``

@@ -188,6 +188,58 @@ class PolicyController:
         return self.decide(obs)
 
 
+class PretrainedController(PolicyController):
+    """A pretrained phase policy (``learn.pretrained``) on any network, zero-shot.
+
+    Its weights fit every intersection, so the per-city network is built at the first decision of
+    an episode from the observation sizes (n_phases x features per agent) and rebuilt only when the
+    agents change; ``prepare`` returns the env options the policy was trained under (observation
+    ``phase``, decision interval, max green, ...) and accepts any scenario.
+    """
+
+    def __init__(self, name: str = "pretrained", *, sample: bool = True):
+        from leed_traffic.learn import pretrained
+
+        f = pretrained.load_file(name)
+        self.weights, self.meta = f["policy"], f["meta"]
+        self.source = f["path"]
+        env = self.meta.get("env", {})
+        options = {k: env[k] for k in REPLAYED_OPTIONS if env.get(k) is not None}
+        self.agents: list[str] = []
+        self.policy = None  # built per network, see act
+        self.sample = sample
+        self.name = "pretrained" if sample else "pretrained-argmax"
+        self.env_options = options
+        self.scenario_hash, self.city, self.run_dir = "", "", None
+        self.metadata = {"pretrained": str(self.source), "trained_on": self.meta.get("cities", [])}
+        self._gen = torch.Generator().manual_seed(0)
+
+    def _build(self, obs: dict[str, np.ndarray]) -> None:
+        from leed_traffic.learn.policy import AgentSpec, PhasePolicy
+        from leed_traffic.observations import PHASE_FEATURES
+
+        specs = []
+        for a, o in obs.items():
+            n = int(np.asarray(o).size)
+            if n % PHASE_FEATURES:
+                raise UserError(f"agent {a}'s observation has {n} values, not {PHASE_FEATURES} per phase: "
+                                "the pretrained policy needs env.observation=phase.")
+            specs.append(AgentSpec(a, n, n // PHASE_FEATURES))
+        policy = PhasePolicy(specs, tuple(self.meta["hidden_sizes"]))
+        policy.load_state_dict(self.weights)
+        self.policy = policy.eval()
+        self.agents = list(policy.agents)
+
+    def prepare(self, scenario: Any, workdir: Path, seed: int) -> dict[str, Any]:
+        self.reseed(seed)
+        return dict(self.env_options)
+
+    def decide(self, obs: dict[str, np.ndarray]) -> dict[str, int]:
+        if self.policy is None or set(obs) != set(self.agents):
+            self._build(obs)
+        return super().decide(obs)
+
+
 def load_policies(run_dir: RunDir | str | Path, sample: bool = False) -> PolicyController:
     """The trained policies of a run as a controller; deterministic (argmax) unless ``sample``."""
     rd = _as_run(run_dir)

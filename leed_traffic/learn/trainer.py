@@ -2,10 +2,12 @@
 
 Read top to bottom, one update is:
 
-1. ``collect``: every worker steps its environment with the current stochastic policies until the
-   rollout is full (``rollout_steps`` decision steps, or one whole episode per worker); rewards are
-   normalised per agent, truncations are bootstrapped, finished episodes are logged to
-   ``metrics.csv`` and the worker is reset with a seed derived from (config.seed, worker, episode).
+1. ``collect``: the rollout workers (``workers.py``: in this process, in local processes or on
+   Ray) get the current weights and each plays one whole episode with its seeds derived from
+   (config.seed, worker, episode); back come complete trajectories. Rewards are normalised per
+   agent, truncations are bootstrapped, finished episodes are logged to ``metrics.csv``.
+   (``rollout_steps`` > 0: ``collect_lockstep`` steps every environment from here instead, until
+   ``rollout_steps`` decision steps per worker; episodes then span updates.)
 2. GAE per agent (``buffer.py``).
 3. ``optimize``: the algorithm (``algos.py``: ippo, mappo, bc, leed, reled) sets each agent's
    expert weight w_i (LEED: DTW between worker 0's latest episode and the expert's trajectories,
@@ -18,10 +20,12 @@ Around the loop: ``demo_batch.py`` (the demonstrations as tensors, the behaviour
 start), ``episodes.py`` (per-worker episodes, reward normalisation), ``runlog.py`` (the CSV logs
 and the progress bar), and the run directory (``leed_traffic.rundir.RunDir``) for every file.
 
-Exact resume: the checkpoint stores all RNG states and each worker's episode seed plus the actions
-taken so far in its current episode; on resume each environment is reset with that seed and the
-actions are replayed (SUMO is deterministic for a seed), so the next update is bit-identical to the
-one the interrupted run would have made.
+Exact resume: the checkpoint stores all RNG states and each worker's next episode (its number,
+hence its SUMO and action-sampling seeds); with whole-episode rollouts checkpoints fall between
+episodes, so the next update is bit-identical to the one the interrupted run would have made. In
+lockstep mode the checkpoint also holds the actions taken so far in each worker's current episode;
+on resume each environment is reset with its seed and the actions are replayed (SUMO is
+deterministic for a seed).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 
 from leed_traffic.dataset import DemoDataset
+from leed_traffic.errors import UserError
 from leed_traffic.learn import checkpoint as ckpt
 from leed_traffic.learn.algos import UpdateInputs, get_algorithm
 from leed_traffic.learn.buffer import RolloutBuffer
@@ -47,6 +52,7 @@ from leed_traffic.learn.loss import expert_loss, ppo_loss
 from leed_traffic.learn.policy import build_policy, clip_grad_norm_per_agent
 from leed_traffic.learn.rollout import EnvSpec, WorkerPool
 from leed_traffic.learn.runlog import TrainLog, mean_weight, weight_columns
+from leed_traffic.learn.workers import Trajectory, make_backend, resolve_backend
 from leed_traffic.rundir import RunDir
 
 
@@ -68,9 +74,10 @@ def train(config: TrainConfig, run: RunDir | str | Path, env_factory: Callable[[
           demos: DemoDataset | None = None, resume: bool = False) -> TrainResult:
     """Train ``config.algo`` on the environments ``env_factory`` builds; every file goes to ``run``.
 
-    ``env_factory`` (e.g. ``rollout.EnvFactory(scenario, options)``) must be picklable when
-    ``n_workers > 1``. ``resume=True`` continues from the run's last checkpoint (refusing one of
-    another city/network/config, or a corrupt one); without it a run that has checkpoints is refused.
+    ``env_factory`` (e.g. ``rollout.EnvFactory(scenario, options)``) must be picklable for the
+    ``process`` and ``ray`` backends (``config.backend``). ``resume=True`` continues from the run's
+    last checkpoint (refusing one of another city/network/config, or a corrupt one); without it a
+    run that has checkpoints is refused.
     """
     return Trainer(config, run, env_factory, demos, resume).run()
 
@@ -105,10 +112,18 @@ class Trainer:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
-        self.pool = WorkerPool.make(self.factory, cfg.n_workers, cfg.start_method)
+        # whole episodes: workers that own them (any backend); rollout_steps > 0: envs stepped from here
+        self.lockstep = cfg.rollout_steps > 0
+        if self.lockstep:
+            if resolve_backend(cfg.backend, cfg.n_workers) == "ray":
+                raise UserError("the ray backend plays whole episodes: set train.rollout_steps = 0 "
+                                "(the default) or use --backend process.")
+            self.pool: Any = WorkerPool.make(self.factory, cfg.n_workers, cfg.start_method)
+        else:
+            self.pool = make_backend(self.factory, cfg)
         self.spec: EnvSpec = self.pool.spec()
         self.agents = self.spec.agents
-        self.W = len(self.pool)
+        self.W = cfg.n_workers
         self.city = self.spec.city or str(getattr(self.factory, "name", "") or "")
         self.fingerprint = ckpt.fingerprint(self.spec, cfg, self.dataset, self.city)
         self.policy = build_policy(self.spec, cfg)
@@ -156,13 +171,43 @@ class Trainer:
 
     def _start_fresh(self) -> None:
         self.log.start()
-        self.episodes.start(self.pool)
+        self.episodes.start(self.pool if self.lockstep else None)
         if self.demos is not None and self.cfg.bc_pretrain_steps > 0:
             self.run_dir.write_pretrain(warm_start(self.policy, self.demos, self.cfg))
 
     # ------------------------------------------------------------------ 1. rollouts
     def collect(self) -> RolloutBuffer:
-        """Step every worker with the batched policy until the rollout is complete.
+        """One whole episode per worker, played by the workers with the current weights.
+
+        Only finished trajectories cross to the learner (no per-step round trip), so the workers
+        may live in other processes or on other machines; everything that depends on several
+        workers (reward normalisation, the buffer's layout) is done here, in worker order, so the
+        update does not depend on which worker finished first."""
+        if self.lockstep:
+            return self.collect_lockstep()
+        cfg = self.cfg
+        trajs = self.pool.run(self.policy.state_dict(), self.episodes.tasks())
+        # per-agent reward normalisation, replayed step by step across the workers' episodes
+        rewards = self.rewards.episodes([t.raw_rewards for t in trajs])
+        # time-limit truncation: bootstrap with V(final observation), as the worker computed it
+        for t, r in zip(trajs, rewards):
+            if t.bootstrap is not None:
+                r[-1] += cfg.gamma * t.bootstrap
+        buf = RolloutBuffer(self.agents, self.policy.obs_dims)
+        columns = add_episodes(buf, trajs, rewards)
+        steps = sum(t.steps for t in trajs)
+        self.env_steps += steps
+        self.sim_total += steps * (self.spec.delta_time or 1.0)
+        self.log.advance(steps)
+        for w, ep in enumerate(self.episodes.finish(trajs)):
+            self._log_episode(w, ep)
+        # every episode ended inside the rollout: nothing to bootstrap at its end
+        buf.finish(np.zeros((len(self.agents), columns), np.float32), cfg.gamma, cfg.gae_lambda)
+        return buf
+
+    def collect_lockstep(self) -> RolloutBuffer:
+        """``rollout_steps`` > 0: step every worker's env from here with the batched policy until
+        the rollout is full; episodes continue across updates.
 
         Per decision step the Python work is O(agents) list building and a few [A, W] array
         operations; the policy runs once for all agents and workers (see policy.act_padded).
@@ -223,14 +268,12 @@ class Trainer:
             n_actions=self.spec.n_actions, neighbours=self.spec.neighbours, env_steps=self.env_steps,
             policy=self.policy, reward_std=self.rewards.std()))
         self.last_weights = weights
+        A, B = buf.stacked["actions"].shape  # B: this rollout's env steps, all workers
         lr = cfg.learning_rate
         if cfg.anneal_lr:
-            lr = cfg.learning_rate * max(0.0, 1.0 - (self.env_steps - len(buf) * self.W)
-                                         / cfg.total_env_steps)
+            lr = cfg.learning_rate * max(0.0, 1.0 - (self.env_steps - B) / cfg.total_env_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        A = len(self.agents)
-        B = len(buf) * self.W
         obs = torch.from_numpy(buf.stacked["obs"])  # [A, B, P], padded
         stack = {k: torch.from_numpy(buf.stacked[k])
                  for k in ("actions", "logprobs", "values", "advantages", "returns")}
@@ -294,9 +337,28 @@ class Trainer:
         self.rewards.load_state_dict(s, self.agents)
         self.last_weights = {a: WeightInfo(*v) for a, v in s["last_weights"].items()}
         self.log.resume(s["metrics_rows"], s["update_rows"], float(s["wall_time"]))
-        self.episodes.load_state_dict(s, self.pool)
+        self.episodes.load_state_dict(s, self.pool if self.lockstep else None)
 
     def save_policy(self) -> None:
         ckpt.save_policy(self.run_dir, ckpt.policy_payload(
             fingerprint=self.fingerprint, spec=self.spec, config=self.cfg, policy=self.policy,
             update=self.update, env_steps=self.env_steps))
+
+
+def add_episodes(buf: RolloutBuffer, trajs: list[Trajectory], rewards: list[np.ndarray]) -> int:
+    """Whole episodes into the buffer; returns its number of columns. Equal lengths (the usual
+    case: a scenario's episodes have a fixed number of decision steps) give one column per worker,
+    exactly the layout lockstep stepping produced; otherwise the episodes are laid end to end in
+    one column (GAE stops at every episode's end either way)."""
+    if len({t.steps for t in trajs}) == 1:
+        groups = [(trajs, rewards)]
+    else:
+        groups = [([t], [r]) for t, r in zip(trajs, rewards)]
+    for ts, rs in groups:
+        for s in range(ts[0].steps):
+            buf.add(obs=np.stack([t.obs[s] for t in ts], 1), actions=np.stack([t.actions[s] for t in ts], 1),
+                    logprobs=np.stack([t.logprobs[s] for t in ts], 1),
+                    values=np.stack([t.values[s] for t in ts], 1), rewards=np.stack([r[s] for r in rs], 1),
+                    raw_rewards=np.stack([t.raw_rewards[s] for t in ts], 1),
+                    dones=np.full(len(ts), s == ts[0].steps - 1))
+    return len(groups[0][0])
