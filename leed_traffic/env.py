@@ -46,7 +46,7 @@ from leed_traffic.errors import UserError
 from leed_traffic.metrics import honest_mean_delay
 from leed_traffic.netfile import program_states, read_net
 from leed_traffic.observations import DefaultObservation, ObservationFunction, get_observation
-from leed_traffic.rewards import NEEDS_VEHICLE_IDS, RewardFunction, diff_waiting_time, get_reward
+from leed_traffic.rewards import NEEDS_VEHICLE_IDS, RewardFunction, diff_waiting_time, get_reward, lane_waiting_time
 from leed_traffic.scenario import Scenario, build_scenario
 from leed_traffic.signal import MIN_GAP, SignalTopology, TrafficSignal, read_topology
 from leed_traffic.state import ApproachState, IntersectionState, PhaseInfo
@@ -379,7 +379,7 @@ class _DefaultObservationBatch:
 class _DiffWaitingTimeBatch:
     """``rewards.diff_waiting_time`` for every agent at once, values bit for bit equal.
 
-    The same per-vehicle, per-lane attribution (``rewards.accumulated_waiting_time_per_lane``),
+    The same per-vehicle, per-lane attribution (``rewards.lane_waiting_time``),
     run over the (agent, incoming lane) visits in the same order (agents in env order, lanes in
     ``in_idx`` order, a lane shared by two agents visited twice), but only over the visits whose
     lane holds a vehicle: the empty ones contribute 0.0 without a Python iteration. Each agent's
@@ -397,32 +397,11 @@ class _DiffWaitingTimeBatch:
         totals = np.zeros(len(visits))
         occupied = np.flatnonzero(lanes._veh[visits])  # incoming lanes: never stale
         if len(occupied):
-            vehicles, others, acc_of = env.vehicle_lane_wait, env.vehicle_wait_elsewhere, env.accumulated_waiting_time
-            ids, vids = lanes.ids, lanes._vids
+            vids = lanes._vids
             for pos in occupied.tolist():
                 li = int(visits[pos])
-                on_lane = vids[li]
-                if not on_lane:
-                    continue
-                lane = ids[li]
-                total = 0.0
-                for veh in on_lane:
-                    acc = acc_of(veh)
-                    per_lane = vehicles.get(veh)
-                    if per_lane is None:
-                        vehicles[veh] = per_lane = {lane: acc}
-                    elif len(per_lane) == 1 and lane in per_lane:
-                        per_lane[lane] = acc
-                    else:
-                        known = others.get(veh)
-                        if known is not None and known[0] == lane:
-                            rest = known[1]
-                        else:
-                            rest = sum(v for k, v in per_lane.items() if k != lane)
-                            others[veh] = (lane, rest)
-                        per_lane[lane] = acc - rest
-                    total += per_lane[lane]
-                totals[pos] = total
+                if vids[li]:
+                    totals[pos] = lane_waiting_time(env, li, vids[li])
         flat = totals.tolist()
         out = []
         for ts, (a, b) in zip(signals, self.bounds):

@@ -18,45 +18,45 @@ if TYPE_CHECKING:
 RewardFunction = Callable[["TrafficSignal", "LeedTrafficEnv"], float]
 
 
-def accumulated_waiting_time_per_lane(ts: "TrafficSignal", env: "LeedTrafficEnv") -> list[float]:
-    """sumo-rl's per-lane attribution of each vehicle's accumulated waiting time.
+def lane_waiting_time(env: "LeedTrafficEnv", li: int, on_lane) -> float:
+    """sumo-rl's waiting time on lane ``li`` (lane-table index) of the vehicles ``on_lane``.
 
     A vehicle's waiting time on its current lane is its accumulated waiting time minus what is
     attributed to the other lanes it was seen on. Those other entries only change while the
     vehicle is on them, so their sum is kept per vehicle until it is seen on another lane (the same
     numbers summed in the same order: results are identical to recomputing, at a cost that no
-    longer grows with the length of the trip).
+    longer grows with the length of the trip). The one place this rule lives: the per-agent reward
+    below and the env's batched reward for all agents (``env.BatchedWaitingTime``) both call it.
     """
-    out = []
-    vehicles = env.vehicle_lane_wait
-    others = env.vehicle_wait_elsewhere
-    acc_of = env.accumulated_waiting_time
-    ids = env.lanes.ids
+    vehicles, others, acc_of = env.vehicle_lane_wait, env.vehicle_wait_elsewhere, env.accumulated_waiting_time
+    lane = env.lanes.ids[li]
+    total = 0.0
+    for veh in on_lane:
+        acc = acc_of(veh)
+        per_lane = vehicles.get(veh)
+        if per_lane is None:
+            vehicles[veh] = per_lane = {lane: acc}
+        elif len(per_lane) == 1 and lane in per_lane:  # only ever seen here: nothing to subtract
+            per_lane[lane] = acc
+        else:
+            known = others.get(veh)
+            if known is not None and known[0] == lane:
+                rest = known[1]
+            else:
+                rest = sum(v for k, v in per_lane.items() if k != lane)
+                others[veh] = (lane, rest)
+            per_lane[lane] = acc - rest
+        total += per_lane[lane]
+    return total
+
+
+def accumulated_waiting_time_per_lane(ts: "TrafficSignal", env: "LeedTrafficEnv") -> list[float]:
+    """sumo-rl's per-lane attribution of each vehicle's accumulated waiting time (``lane_waiting_time``)."""
     vehicles_on = env.lanes.vehicles
+    out = []
     for li in ts.in_idx.tolist():
         on_lane = vehicles_on(li)
-        if not on_lane:  # most lanes are empty most of the time
-            out.append(0.0)
-            continue
-        lane = ids[li]
-        total = 0.0
-        for veh in on_lane:
-            acc = acc_of(veh)
-            per_lane = vehicles.get(veh)
-            if per_lane is None:
-                vehicles[veh] = per_lane = {lane: acc}
-            elif len(per_lane) == 1 and lane in per_lane:  # only ever seen here: nothing to subtract
-                per_lane[lane] = acc
-            else:
-                known = others.get(veh)
-                if known is not None and known[0] == lane:
-                    rest = known[1]
-                else:
-                    rest = sum(v for k, v in per_lane.items() if k != lane)
-                    others[veh] = (lane, rest)
-                per_lane[lane] = acc - rest
-            total += per_lane[lane]
-        out.append(total)
+        out.append(lane_waiting_time(env, li, on_lane) if on_lane else 0.0)  # most lanes are empty
     return out
 
 
