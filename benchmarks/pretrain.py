@@ -50,19 +50,25 @@ DEMOS = CACHE_DIR / "pretrain" / "demos"
 depend only on the city, the seed and ``stage_config``'s env settings)."""
 
 
+def city_scenario(city: str):
+    """The scenario every stage, fold and evaluation of ``city`` runs on (built once, then cached)."""
+    from leed_traffic.pipeline import scenario_of
+
+    return scenario_of(stage_config(city, episodes=1, init="", seed=0))
+
+
 def city_demos(city: str, seed: int) -> str:
     """One city's max-pressure demonstrations (generated once, in ``DEMOS``)."""
-    from leed_traffic.pipeline import demonstration_path, scenario_of
+    from leed_traffic.pipeline import demonstration_path
 
     cfg = stage_config(city, episodes=1, init="", seed=seed)
-    return str(demonstration_path(cfg, scenario_of(cfg), DEMOS / f"{city}-s{seed}", say=print, progress=False))
+    return str(demonstration_path(cfg, city_scenario(city), DEMOS / f"{city}-s{seed}", say=print, progress=False))
 
 
 def pretrain(cities: list[str], out: Path, *, work: Path, episodes: int = EPISODES, passes: int = 1,
              seed: int = 0, init: str = "", say=print) -> Path:
     """Train the phase policy through ``cities`` (``passes`` times) and write the pretrained file."""
     from leed_traffic.learn.pretrained import load_file, save_pretrained
-    from leed_traffic.learn.policy import AgentSpec, PhasePolicy
     from leed_traffic.pipeline import run_experiment
 
     t0 = time.perf_counter()
@@ -78,8 +84,6 @@ def pretrain(cities: list[str], out: Path, *, work: Path, episodes: int = EPISOD
             stages.append({"city": city, "episodes": episodes, "run": str(run)})
             init = str(run)
     last = load_file(init)
-    policy = PhasePolicy([AgentSpec("any", 20, 2)], HIDDEN)
-    policy.load_state_dict(last["policy"])
     from leed_traffic.rundir import REPLAYED_OPTIONS
 
     env = {k: v for k, v in last["meta"]["env"].items() if k in REPLAYED_OPTIONS}
@@ -89,7 +93,7 @@ def pretrain(cities: list[str], out: Path, *, work: Path, episodes: int = EPISOD
             "stages": stages, "episodes_per_stage": episodes, "passes": passes, "seed": seed,
             "algo": "leed", "demonstrator": "max-pressure", "command": command_line(), "git": git_revision(),
             "wall_s": round(time.perf_counter() - t0)}
-    path = save_pretrained(policy, out, meta)
+    path = save_pretrained(last["policy"], out, meta)
     write_card(path, meta)
     return path
 

@@ -25,17 +25,17 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE_DIR, DOCS_DIR, command_line, machine_info, markdown_table, write_section  # noqa: E402
-from pretrain import CITIES, EPISODES, pretrain, stage_config  # noqa: E402
+from pretrain import CITIES, EPISODES, city_scenario, pretrain, stage_config  # noqa: E402
 
 POOL = ("helsinki", "melbourne", "london", "munich", "cologne8", "ingolstadt7")
 """Cities of the leave-one-out folds (small ones: each fold pretrains on the five others)."""
 
 
-def evaluate_on(city: str, controllers: list, seeds: list[int]) -> pd.DataFrame:
-    from leed_traffic.pipeline import evaluate_controllers, scenario_of
+def evaluate_on(city: str, controllers: list, seeds: list[int], **options) -> pd.DataFrame:
+    """``pipeline.evaluate_controllers`` on the city's scenario (``options``: env_options, suffix)."""
+    from leed_traffic.pipeline import evaluate_controllers
 
-    scenario = scenario_of(stage_config(city, episodes=1, init="", seed=0))
-    frames, failed = evaluate_controllers(scenario, controllers, seeds, seconds=None, tolerate=False)
+    frames, _ = evaluate_controllers(city_scenario(city), controllers, seeds, seconds=None, tolerate=False, **options)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -56,6 +56,7 @@ def trained_on(city: str, *, init: str, episodes: int, seeds: list[int], work: P
 
 def fold(city: str, *, work: Path, episodes: int, finetune: int, seeds: list[int], pool: tuple[str, ...]) -> pd.DataFrame:
     from leed_traffic.controllers import get_controller
+    from leed_traffic.evaluate import MAX_GREEN_SUFFIX
     from leed_traffic.learn.serving import PretrainedController
 
     others = [c for c in pool if c != city]
@@ -63,14 +64,9 @@ def fold(city: str, *, work: Path, episodes: int, finetune: int, seeds: list[int
     path = pretrain(others, fw / "pretrained.pt", work=fw, episodes=episodes)
     zero = PretrainedController(str(path))
     zero.name = "zero-shot"
-    mp = get_controller("max-pressure")
-    frames = [evaluate_on(city, [get_controller("fixed"), get_controller("actuated"), zero], seeds)]
-    from leed_traffic.pipeline import evaluate_controllers, scenario_of
-
-    scen = scenario_of(stage_config(city, episodes=1, init="", seed=0))
-    ruled, _ = evaluate_controllers(scen, [mp], seeds, seconds=None, env_options={"enforce_max_green": True},
-                                    suffix=" (max green)", tolerate=False)
-    frames += ruled
+    frames = [evaluate_on(city, [get_controller("fixed"), get_controller("actuated"), zero], seeds),
+              evaluate_on(city, [get_controller("max-pressure")], seeds, env_options={"enforce_max_green": True},
+                          suffix=MAX_GREEN_SUFFIX)]
     frames.append(trained_on(city, init=str(path), episodes=finetune, seeds=seeds, work=fw, name="fine-tuned"))
     frames.append(trained_on(city, init="", episodes=finetune, seeds=seeds, work=fw, name="alone"))
     df = pd.concat(frames, ignore_index=True)
@@ -105,7 +101,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DOCS_DIR)
     a = ap.parse_args()
     from leed_traffic.evaluate import held_out_seeds
-    from leed_traffic.pipeline import scenario_of
 
     pool = tuple(c for c in a.pool.split(",") if c)
     held = [c for c in a.held_out.split(",") if c]
@@ -115,7 +110,7 @@ def main() -> None:
         old = pd.read_csv(csv)
         frames.append(old[~old["held_out_city"].isin(held)])
     for city in held:
-        seeds = held_out_seeds(scenario_of(stage_config(city, episodes=1, init="", seed=0)), a.eval_episodes)
+        seeds = held_out_seeds(city_scenario(city), a.eval_episodes)
         frames.append(fold(city, work=a.work, episodes=a.episodes, finetune=a.finetune, seeds=seeds, pool=pool))
         df = pd.concat(frames, ignore_index=True)
         from leed_traffic.fileio import atomic_write

@@ -513,8 +513,8 @@ class LeedTrafficEnv(ParallelEnv):
         ts.in_idx = np.array([idx[ln] for ln in topo.in_lanes], dtype=np.int64)
         ts.out_idx = np.array([idx[ln] for ln in topo.out_lanes], dtype=np.int64)
         ts.phase_lane_idx, ts.phase_link_in_idx, ts.phase_link_out_idx = [], [], []
-        for g in topo.greens:
-            links = [(li, lo) for k, (li, lo) in enumerate(topo.links) if li and k < len(g) and g[k] in "Gg"]
+        for p in range(len(topo.greens)):
+            links = topo.phase_links(p)
             ts.phase_link_in_idx.append(np.array([idx[li] for li, _ in links], dtype=np.int64))
             ts.phase_link_out_idx.append(np.array([idx[lo] for _, lo in links], dtype=np.int64))
             ts.phase_lane_idx.append(np.array(sorted({idx[li] for li, _ in links}), dtype=np.int64))

@@ -381,8 +381,8 @@ def _phase_layout(ts) -> list[dict[str, Any]]:
     """Row p of the ``phase`` observation = green phase p; the lanes each row reads."""
     topo, F = ts.topo, PHASE_FEATURES
     rows = []
-    for p, g in enumerate(topo.greens):
-        links = [(li, lo) for k, (li, lo) in enumerate(topo.links) if li and k < len(g) and g[k] in "Gg"]
+    for p in range(len(topo.greens)):
+        links = topo.phase_links(p)
         rows.append({"slice": [p * F, (p + 1) * F], "name": f"phase_{p}",
                      "in_lanes": sorted({li for li, _ in links}), "out_lanes": sorted({lo for _, lo in links}),
                      "features": list(PHASE_FEATURE_MEANING)})

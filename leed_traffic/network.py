@@ -143,6 +143,19 @@ def network_dir(city: str, net_hash: str) -> Path:
     return paths.networks_build_dir() / f"{city}-{net_hash}"
 
 
+def _cached_network(city: str, digest: str, force: bool) -> tuple[Path, Path, NetworkBuild | None]:
+    """The cache folder and net file for a build key, and the finished build if one is there
+    (``force`` removes it first): the one cache rule of OSM and netgenerate networks."""
+    final = network_dir(city, digest)
+    net_file = final / f"{city}.net.xml"
+    if force and final.exists():
+        shutil.rmtree(final)
+    if net_file.exists() and (final / "network.json").exists():
+        meta = json.loads((final / "network.json").read_text())
+        return final, net_file, NetworkBuild(city, net_file, digest, int(meta["n_traffic_lights"]))
+    return final, net_file, None
+
+
 def netconvert_options(spec: CitySpec) -> list[str]:
     opts = ["--type-files", ",".join(typemaps()), *NETCONVERT_FLAGS]
     if spec.bbox is not None:
@@ -166,13 +179,9 @@ def build_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
     key.update(_file_digest(src).encode())
     key.update(json.dumps([BUILD_VERSION, [o.replace(str(sumo_home()), "$SUMO_HOME") for o in opts]]).encode())
     digest = key.hexdigest()[:16]
-    final = network_dir(spec.name, digest)
-    net_file = final / f"{spec.name}.net.xml"
-    if force and final.exists():
-        shutil.rmtree(final)
-    if net_file.exists() and (final / "network.json").exists():
-        meta = json.loads((final / "network.json").read_text())
-        return NetworkBuild(spec.name, net_file, digest, int(meta["n_traffic_lights"]))
+    final, net_file, cached = _cached_network(spec.name, digest, force)
+    if cached is not None:
+        return cached
 
     # netconvert reads plain OSM XML only; other formats are converted by content, not by name
     with atomic_dir(final, exists="keep") as tmp:
@@ -221,13 +230,9 @@ def build_grid_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
     except importlib.metadata.PackageNotFoundError:
         sumo_version = "unknown"
     digest = hashlib.sha256(json.dumps([BUILD_VERSION, "netgenerate", opts, sumo_version]).encode()).hexdigest()[:16]
-    final = network_dir(spec.name, digest)
-    net_file = final / f"{spec.name}.net.xml"
-    if force and final.exists():
-        shutil.rmtree(final)
-    if net_file.exists() and (final / "network.json").exists():
-        meta = json.loads((final / "network.json").read_text())
-        return NetworkBuild(spec.name, net_file, digest, int(meta["n_traffic_lights"]))
+    final, net_file, cached = _cached_network(spec.name, digest, force)
+    if cached is not None:
+        return cached
     with atomic_dir(final, exists="keep") as tmp:
         out = tmp / f"{spec.name}.net.xml"
         cmd = [sumo_binary("netgenerate"), *opts, "--no-warnings", "-o", str(out)]

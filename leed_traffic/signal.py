@@ -62,6 +62,11 @@ class SignalTopology:
     in_edges: list[str] = field(default_factory=list)
     """Incoming edge ids, in the order of ``approaches`` (the insertion backlog is counted per edge)."""
 
+    def phase_links(self, phase: int) -> list[tuple[str, str]]:
+        """(incoming lane, outgoing lane) of every link green (G or g) in green phase ``phase``."""
+        g = self.greens[phase]
+        return [(li, lo) for k, (li, lo) in enumerate(self.links) if li and k < len(g) and g[k] in "Gg"]
+
 
 def read_topology(sim, net, tls_id: str, program_phases: list[str]) -> SignalTopology:
     """Collect lanes and links through ``sim``'s TraCI API, and street names / turns from sumolib's

@@ -50,7 +50,7 @@ def test_logits_follow_the_phases() -> None:
 
 def test_a_file_from_one_network_acts_on_another(tmp_path: Path) -> None:
     pol = _policy({"a": 2, "b": 3})
-    path = save_pretrained(pol, tmp_path / "p.pt", {"hidden_sizes": [16, 16], "env": ENV, "cities": ["x"]})
+    path = save_pretrained(pol.state_dict(), tmp_path / "p.pt", {"hidden_sizes": [16, 16], "env": ENV, "cities": ["x"]})
     ctrl = PretrainedController(str(path), sample=False)
     assert ctrl.prepare(None, tmp_path, seed=1) == ENV  # the env options it was trained under
     rng = np.random.default_rng(1)
@@ -79,7 +79,7 @@ def test_bad_files_and_settings_get_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="train.policy=mlp"):
         cfg.apply(["env.observation=default"])  # the experiments' phase policy cannot read it
     cfg.apply(["train.policy=mlp"])
-    path = save_pretrained(_policy({"a": 2}), tmp_path / "p.pt", {"hidden_sizes": [16, 16], "env": ENV})
+    path = save_pretrained(_policy({"a": 2}).state_dict(), tmp_path / "p.pt", {"hidden_sizes": [16, 16], "env": ENV})
     cfg = ExperimentConfig().init_from(str(path))
     assert (cfg.train.policy, cfg.train.init_policy, cfg.train.hidden_sizes) == ("phase", str(path), (16, 16))
     assert (cfg.env.observation, cfg.env.reward) == ("phase", "queue")

@@ -181,12 +181,12 @@ class Demonstrations:
         shared = cfg.policy == "phase" or cfg.share_parameters
         demos = cls(agents, out, DemoBatch(obs, acts, counts, torch.ones(A, N)), gate=gate,
                     gamma=cfg.gamma, lam=cfg.gae_lambda, warm_gate=warm_gate, trust=trust, shared=shared)
-        quality = (dataset.metadata or {}).get("quality")
-        if shared and trust == "mean" and isinstance(quality, dict) and "city" in quality:
+        city_wins = city_beats_fixed(dataset.metadata)
+        if shared and trust == "mean" and city_wins is not None:
             # a measured score that does not telescope, where the critic's test can be fooled (a
             # pretrained critic under a fresh reward normaliser trusted the embedded model's
             # demonstrations for 4 updates on helsinki and took the policy from 41 s to 80 s)
-            demos.city_beats_fixed = bool(quality["city"].get("beats_fixed", False))
+            demos.city_beats_fixed = city_wins
         return demos
 
     def sample(self, n: int, masked: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -264,6 +264,15 @@ class Demonstrations:
         return float(np.mean(list(self.kept().values())))
 
 
+def city_beats_fixed(metadata: dict[str, Any] | None) -> bool | None:
+    """Whether the demonstrations beat fixed time city-wide (summed mean queue, the dataset's
+    ``quality`` metadata written by ``leed-traffic demos``); None when the dataset has none."""
+    quality = (metadata or {}).get("quality")
+    if not isinstance(quality, dict) or not isinstance(quality.get("city"), dict):
+        return None
+    return bool(quality["city"].get("beats_fixed", False))
+
+
 def warm_start_agents(per_agent: dict[str, AgentDemoTensors], metadata: dict[str, Any], gate: str, *,
                       shared: bool = False, init: str = "") -> None:
     """Set each agent's ``warm`` flag: whether the behaviour-cloning warm start imitates it.
@@ -294,7 +303,7 @@ def warm_start_agents(per_agent: dict[str, AgentDemoTensors], metadata: dict[str
         log.info("the demonstrations carry no quality metadata (generated before issue 12?): the "
                  "warm start imitates every agent's demonstrations")
         return
-    city_wins = bool(quality.get("city", {}).get("beats_fixed", False))
+    city_wins = bool(city_beats_fixed(metadata))
     skipped = []
     for a, dm in per_agent.items():
         q = quality["agents"].get(a)

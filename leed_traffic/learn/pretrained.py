@@ -78,11 +78,12 @@ def load_weights(name: str, hidden_sizes: tuple[int, ...]) -> dict[str, torch.Te
     return f["policy"]
 
 
-def save_pretrained(policy: torch.nn.Module, path: Path, meta: dict[str, Any]) -> Path:
-    """Write a pretrained-policy file atomically (``meta`` must say hidden_sizes and env)."""
+def save_pretrained(weights: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> Path:
+    """Write a pretrained-policy file atomically: a ``PhasePolicy``'s ``state_dict`` and ``meta``
+    (which must say hidden_sizes and env)."""
     from leed_traffic.observations import PHASE_FEATURES
 
     meta = {"features": PHASE_FEATURES, **meta}
-    state = {"format": FORMAT, "policy": {k: v.detach().clone() for k, v in policy.state_dict().items()},
+    state = {"format": FORMAT, "policy": {k: v.detach().clone() for k, v in weights.items()},
              "meta": json.dumps(meta, sort_keys=True)}
     return atomic_write(Path(path), lambda tmp: torch.save(state, tmp))

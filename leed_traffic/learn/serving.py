@@ -106,11 +106,11 @@ class PolicyController:
 
     decides = True
 
-    def __init__(self, policy: MultiAgentPolicy, *, sample: bool = True, name: str = "policy",
+    def __init__(self, policy: MultiAgentPolicy | None, *, sample: bool = True, name: str = "policy",
                  env_options: dict[str, Any] | None = None, scenario_hash: str = "", city: str = "",
                  run_dir: Path | None = None, metadata: dict[str, Any] | None = None):
-        self.policy = policy.eval()
-        self.agents = list(policy.agents)
+        self.policy = policy.eval() if policy is not None else None  # None: built later (PretrainedController)
+        self.agents = list(policy.agents) if policy is not None else []
         self.sample = sample
         """False: argmax (deterministic). True: draw from pi with a seeded generator (``reseed``)."""
         self.name = name
@@ -201,18 +201,11 @@ class PretrainedController(PolicyController):
         from leed_traffic.learn import pretrained
 
         f = pretrained.load_file(name)
-        self.weights, self.meta = f["policy"], f["meta"]
-        self.source = f["path"]
+        self.weights, self.meta, self.source = f["policy"], f["meta"], f["path"]
         env = self.meta.get("env", {})
-        options = {k: env[k] for k in REPLAYED_OPTIONS if env.get(k) is not None}
-        self.agents: list[str] = []
-        self.policy = None  # built per network, see act
-        self.sample = sample
-        self.name = "pretrained" if sample else "pretrained-argmax"
-        self.env_options = options
-        self.scenario_hash, self.city, self.run_dir = "", "", None
-        self.metadata = {"pretrained": str(self.source), "trained_on": self.meta.get("cities", [])}
-        self._gen = torch.Generator().manual_seed(0)
+        super().__init__(None, sample=sample, name="pretrained" if sample else "pretrained-argmax",
+                         env_options={k: env[k] for k in REPLAYED_OPTIONS if env.get(k) is not None},
+                         metadata={"pretrained": str(self.source), "trained_on": self.meta.get("cities", [])})
 
     def _build(self, obs: dict[str, np.ndarray]) -> None:
         from leed_traffic.learn.policy import AgentSpec, PhasePolicy
