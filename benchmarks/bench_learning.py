@@ -8,6 +8,7 @@ controllers once per city on the same seeds. Algorithms:
 * ``ippo``, ``mappo``: PPO without demonstrations (decentralized / centralized critic).
 * ``leed-mp``: LEED with the max-pressure reference expert's demonstrations.
 * ``leed-llm``: LEED with the embedded ``local`` LLM's demonstrations.
+* ``leed-random``: LEED with uniformly random legal phases as "demonstrations" (the worst case).
 
 Each city's demonstrations are generated once (``<runs>/<city>/demos-<llm>``) and reused by every
 seed. Everything is resumable: a finished run (``policy.pt`` at the full budget) is skipped, an
@@ -55,6 +56,7 @@ ALGOS: dict[str, tuple[str, str | None]] = {
     "mappo": ("mappo", None),
     "leed-mp": ("leed", "max-pressure"),
     "leed-llm": ("leed", "local"),
+    "leed-random": ("leed", "random"),
 }
 
 # RESCO (Ault & Sharon 2021), average delay s/veh, best training episode, SUMO 1.9.

@@ -175,10 +175,12 @@ def run_episode(
     on_step: Callable[[int], None] | None = None,
     texts: list[dict[str, Any]] | None = None,
     feedback: Mapping[str, str] | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> dict[str, Trajectory]:
     """Run one episode (``env.play_episode``) where ``choose`` decides for the agents that have a
     choice; the others hold (their only legal phase). Records every agent's trajectory; ``texts``
-    collects the state text and reason of every asked decision."""
+    collects the state text and reason of every asked decision; ``stats`` receives the env's
+    episode-end statistics (the honest ``mean_delay``, what the learner's curve reads too)."""
     from leed_traffic.env import play_episode
 
     trajs = {a: Trajectory() for a in env.possible_agents}
@@ -219,7 +221,9 @@ def run_episode(
         if on_step is not None:
             on_step(step)
 
-    play_episode(env, seed, act, after_step)
+    info = play_episode(env, seed, act, after_step)
+    if stats is not None:
+        stats.update({k: float(v) for k, v in info.items() if isinstance(v, (int, float))})
     return trajs
 
 
@@ -378,7 +382,11 @@ def demo_quality(
     diff-waiting-time reward telescopes to the end state (a lucky final minute passes a bad
     controller); the queue averages over the whole episode. ``agents[a]``: ``demos`` (mean over a's
     kept rounds), ``fixed``, ``beats_fixed`` (demos <= fixed; None when not recorded); ``city``: the
-    same summed over the intersections, per kept round averaged over the rounds any agent kept.
+    same summed over the intersections, per kept round averaged over the rounds any agent kept,
+    and ``delay`` / ``fixed_delay``: the honest mean delay (s/veh, never-inserted vehicles charged)
+    of those rounds and of fixed time, the number a learner compares with its own training
+    episodes (``learn.demo_batch.Demonstrations.agent_delay``); None when not recorded (datasets
+    made before these were recorded).
     """
     fixed_agents = fixed.get("agents", {})
     agents: dict[str, dict[str, Any]] = {}
@@ -398,12 +406,16 @@ def demo_quality(
     fixed_per = [_total_queue(m) for m in fixed_agents.values()]
     city_fixed = float(sum(fixed_per)) if fixed_per and all(q is not None for q in fixed_per) else None
     city_demo = float(np.mean(city_rounds)) if city_rounds else None
+    delays = [rounds[k][1].get("mean_delay") for k in used]
+    delay = float(np.mean(delays)) if delays and all(d is not None for d in delays) else None
+    fixed_delay = fixed.get("mean_delay")
     return {
         "score": "mean queue per intersection (halting vehicles on its approaches, mean over "
                  "decision steps); lower is better",
         "city": {"demos": city_demo, "fixed": city_fixed,
                  "beats_fixed": bool(city_demo <= city_fixed)
-                 if city_demo is not None and city_fixed is not None else None},
+                 if city_demo is not None and city_fixed is not None else None,
+                 "delay": delay, "fixed_delay": float(fixed_delay) if fixed_delay is not None else None},
         "agents": agents,
     }
 
@@ -524,10 +536,11 @@ def run(cfg: DemoConfig) -> Path:
             bar.start(f"{city} round {k + 1}/{cfg.rounds} ({dem.name})")
             texts: list[dict] = []
             t0 = time.perf_counter()
+            stats: dict[str, Any] = {}
             try:
                 trajs = run_episode(
                     env, cfg.seed, lambda states: dem.decide(states, feedback),
-                    on_step=lambda i: bar.update(i, dem), texts=texts, feedback=feedback,
+                    on_step=lambda i: bar.update(i, dem), texts=texts, feedback=feedback, stats=stats,
                 )
             except DemonstratorError as e:
                 raise DemonstratorError(
@@ -537,6 +550,7 @@ def run(cfg: DemoConfig) -> Path:
             metrics = score(trajs, fixed["agents"])
             after = dem.stats.as_dict()
             metrics.update(
+                mean_delay=stats.get("mean_delay"),
                 round=k + 1,
                 wall_s=time.perf_counter() - t0,
                 llm={key: after[key] - before[key] for key in after},
@@ -605,12 +619,14 @@ def _fixed_reference(env: Any, seed: int, out: Path, bar: _Progress) -> dict[str
             pass
     ref = FixedTimeReference(env)
     bar.start("fixed-time reference")
+    stats: dict[str, Any] = {}
     trajs = run_episode(env, seed, lambda states: [Decision(ref.act(s), "fixed time") for s in states],
-                        on_step=lambda i: bar.update(i, None))
+                        on_step=lambda i: bar.update(i, None), stats=stats)
     agents = {a: {"return": t.ret, "switches": t.switches(), "mean_queues": t.mean_queues()} for a, t in trajs.items()}
     data = {
         "method": "program green durations cycled through the environment (same seed, same rules)",
         "return": float(sum(v["return"] for v in agents.values())),
+        "mean_delay": stats.get("mean_delay"),
         "agents": agents,
     }
     _write_json(path, data)

@@ -773,7 +773,7 @@ def play_episode(
     seed: int,
     act: Callable[[dict[str, np.ndarray]], dict[str, int]] | None,
     after_step: Callable[[dict[str, int], dict[str, float]], None] | None = None,
-) -> None:
+) -> dict[str, Any]:
     """The one episode loop: ``reset(seed)``, then ``step(act(obs))`` until the episode ends, then
     ``close()`` (a later ``reset`` starts a fresh simulation anyway).
 
@@ -781,20 +781,25 @@ def play_episode(
     each transition (the demonstrations record trajectories with it). Without ``act``, or without
     agents (the lights run their own programs: ``control=False``), the simulation runs to the end
     with no decisions. Used by ``evaluate.run_episode`` (metrics of any controller) and
-    ``demos.run_episode`` (per-agent trajectories).
+    ``demos.run_episode`` (per-agent trajectories). Returns the info of the last step (one agent's;
+    every agent gets the episode-end statistics, e.g. the honest ``mean_delay``), {} without decisions.
     """
+    info: dict[str, Any] = {}
     try:
         obs, _ = env.reset(seed=seed)
         if act is None or not env.possible_agents:
             env.run_to_end()
-            return
+            return info
         while env.agents:
             actions = act(obs)
-            obs, rewards, *_ = env.step(actions)
+            obs, rewards, _, _, infos = env.step(actions)
             if after_step is not None:
                 after_step(actions, rewards)
+            if infos:
+                info = dict(next(iter(infos.values())))
     finally:
         env.close()
+    return info
 
 
 __all__ = ["EnvConfig", "LeedTrafficEnv", "make_env", "play_episode"]

@@ -42,6 +42,9 @@ def rows(path: Path) -> list[dict]:
 
 def test_resume_is_exact(tmp_path: Path) -> None:
     demos = expert_demos()
+    # a measured delay the agent crosses during the run: ``measured`` trust reads the training
+    # episodes' delays, which the checkpoint must carry
+    demos.metadata["quality"] = {"city": {"beats_fixed": True, "delay": 6.0}, "agents": {}}
     full = train(cfg(7 * 4), tmp_path / "full", demos, env_factory=FakeFactory())
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C during update 4, after checkpoint 3

@@ -165,9 +165,38 @@ def test_shared_network_trusts_city_wide() -> None:
     assert d.trust == {"a": 0.0, "b": 0.0} and d.kept() == {"a": 0.0, "b": 0.0}
 
 
+def test_measured_trust_stops_when_the_agent_beats_the_demonstrations() -> None:
+    """``measured`` trust: demonstrations whose margins pay (mean 1.42) and whose measured honest
+    delay is 50 s. Imitated while the agent's last 3 training episodes average more than 50 s
+    (60, 55, 52 -> 55.7), not once they average less (55, 52, 40 -> 49), whatever the critic says;
+    imitated again when the agent falls back (52, 40, 70 -> 54). ``mean`` ignores the delays, and
+    an unrecorded demo delay (older datasets) never vetoes."""
+    seen = []
+    for delay in (60.0, 55.0, 52.0, 40.0, 70.0):
+        d = one_agent_demos([0.0] * 3, [1.0, 1.0, 1.0], [0, 0, 0], "return", trust="measured")
+        d.demo_delay, d.window = 50.0, 3
+        d.agent_delays = seen[-3:]
+        d.observe_delay(delay)
+        d.observe_delay(None)  # an episode without a delay changes nothing
+        seen = list(d.agent_delays)
+        d.refresh_mask(ValueIsFirstFeature(), np.array([1.0]))
+        assert d.kept()["a"] == d.trust["a"]
+        if len(seen) == 3:
+            assert d.trust["a"] == float(np.mean(seen) >= 50.0), seen
+    assert seen == [52.0, 40.0, 70.0] and d.trust["a"] == 1.0
+    d.agent_delays = [10.0]
+    d.refresh_mask(ValueIsFirstFeature(), np.array([1.0]))
+    assert d.trust == {"a": 0.0}
+    for trust, demo_delay in (("mean", 50.0), ("measured", None)):
+        d = one_agent_demos([0.0] * 3, [1.0, 1.0, 1.0], [0, 0, 0], "return", trust=trust)
+        d.demo_delay, d.agent_delays = demo_delay, [10.0]
+        d.refresh_mask(ValueIsFirstFeature(), np.array([1.0]))
+        assert d.trust == {"a": 1.0}
+
+
 def test_gate_per_algorithm_and_config() -> None:
     cfg = TrainConfig()
-    assert cfg.expert_gate == "advantage" and cfg.expert_trust == "mean" and cfg.warm_start_gate == "queue"
+    assert cfg.expert_gate == "advantage" and cfg.expert_trust == "measured" and cfg.warm_start_gate == "queue"
     assert get_algorithm("leed").gate(cfg) == "advantage" and get_algorithm("bc").gate(cfg) == "none"
     assert get_algorithm("bc").warm_start_gate(cfg) == "none"  # BC is the imitate-everything baseline
     off = TrainConfig(expert_gate="none")
@@ -194,7 +223,10 @@ def test_demo_quality_and_warm_start_agents() -> None:
     # A: mean of (1+1, 3+1) = 3 <= 3.5 under fixed time; B: 8 > 3; city: mean(12, 12) > 6.5
     assert q["agents"]["A"] == {"demos": 3.0, "fixed": 3.5, "beats_fixed": True}
     assert q["agents"]["B"] == {"demos": 8.0, "fixed": 3.0, "beats_fixed": False}
-    assert q["city"] == {"demos": 12.0, "fixed": 6.5, "beats_fixed": False}
+    assert q["city"] == {"demos": 12.0, "fixed": 6.5, "beats_fixed": False, "delay": None, "fixed_delay": None}
+    rounds[0][1]["mean_delay"], rounds[1][1]["mean_delay"] = 40.0, 50.0  # the honest delay, when recorded
+    q = demo_quality(rounds, {"A": [0, 1], "B": [1]}, {**fixed, "mean_delay": 60.0})
+    assert q["city"]["delay"] == 45.0 and q["city"]["fixed_delay"] == 60.0
 
     def tensors() -> dict[str, AgentDemoTensors]:
         z = np.zeros((1, 1))
@@ -327,3 +359,24 @@ def test_random_demonstrations_on_sumo_record_their_quality(tmp_path: Path) -> N
     assert all(v["demos"] >= 0 and v["fixed"] >= 0 and v["beats_fixed"] == (v["demos"] <= v["fixed"])
                for v in q["agents"].values())
     assert q["city"]["demos"] == pytest.approx(sum(v["demos"] for v in q["agents"].values()))
+
+
+def test_measured_trust_in_training_stops_imitating_once_the_agent_is_better(tmp_path: Path) -> None:
+    """The perfect expert's demonstrations, recorded as measuring 5.0 s of delay (the fake env
+    reports 10 x the share of wrong actions at an episode's end). Under ``mean`` trust the critic
+    keeps trusting them to the end; under ``measured`` the learner stops once its own last three
+    episodes average below 5.0, and every update's trust agrees with the delays logged before it."""
+    demos = expert_demos()
+    demos.metadata["quality"] = {"city": {"beats_fixed": True, "delay": 5.0}, "agents": {}}
+    const = dict(algo="leed", expert_weight_mode="constant", bc_pretrain_steps=0)
+    _, mean_rows = score(tmp_path, "mean", demos, expert_trust="mean", **const)
+    _, rows = score(tmp_path, "measured", demos, **const)
+    with (tmp_path / "measured" / "metrics.csv").open() as f:
+        eps = list(csv.DictReader(f))
+    assert np.mean([float(r["expert_trust"]) for r in mean_rows][-5:]) > 0.8
+    assert np.mean([float(r["expert_trust"]) for r in rows][-5:]) == 0.0
+    for r in rows:  # the episodes collected up to update u (its own included) decide its trust
+        before = [float(e["mean_delay"]) for e in eps if int(e["update"]) <= int(r["update"])][-3:]
+        if before and np.mean(before) < 5.0:
+            assert float(r["expert_trust"]) == 0.0, (r["update"], before)
+    assert any(float(r["expert_trust"]) > 0 for r in rows)  # it did imitate while worse

@@ -119,6 +119,7 @@ def _legacy_fingerprint(saved: dict[str, Any]) -> dict[str, Any]:
             cfg["algo"] = "reled"
         if "expert_gate" not in cfg:
             cfg.update(expert_gate="none", expert_trust="none", bc_pretrain_gate="auto")
+        cfg.setdefault("expert_trust_window", 3)  # added with ``measured`` trust; 3 changes nothing under the others
         saved = {**saved, "config": cfg}
     return saved
 

@@ -23,7 +23,7 @@ WEIGHT_MODES: tuple[str, ...] = ("similarity", "distance", "annealed", "constant
 EXPERT_GATES: tuple[str, ...] = ("none", "return", "advantage")
 """Per-sample filters of the expert loss (``expert_weight.py``, docs/leed.md "Imitate only what helps")."""
 WARM_START_GATES: tuple[str, ...] = ("auto", "none", "queue")
-EXPERT_TRUSTS: tuple[str, ...] = ("none", "mean")
+EXPERT_TRUSTS: tuple[str, ...] = ("none", "mean", "measured")
 
 # Fields that only set the budget, the bookkeeping or the machine, not what one update computes:
 # changing them between an interrupted run and its resume is allowed (e.g. extend the budget).
@@ -176,14 +176,20 @@ class TrainConfig:
     an agent's demo states that pass is its trust in the demonstrator (``expert_kept``): the
     expert loss averages over all samples, so the effective weight is w_i x kept_i. RELED always
     gates (``none`` gives it ``return``, its original mask); BC never does."""
-    expert_trust: str = "mean"
+    expert_trust: str = "measured"
     """Per-intersection trust in the demonstrator, on top of the gate (any ``expert_gate`` but
-    ``none``): ``mean`` (default): agent i imitates nothing in an update where the mean of its
-    demo samples' gate margins is not positive -- with ``advantage`` that mean estimates
-    J(demonstrator) - J(agent) at that intersection (performance-difference lemma), so a
-    demonstrator the agent already beats is not imitated at all, not even in the states where noise
-    made it look better; ``none``: the per-sample gate alone. Logged as ``expert_trust`` (share of
-    the agents with demos trusted in the update)."""
+    ``none``): ``mean``: agent i imitates nothing in an update where the mean of its demo samples'
+    gate margins is not positive -- with ``advantage`` that mean estimates J(demonstrator) -
+    J(agent) at that intersection (performance-difference lemma), so a demonstrator the agent
+    already beats is not imitated at all, not even in the states where noise made it look better;
+    ``measured`` (default): ``mean``, and nobody imitates once the agent's own training episodes
+    (mean honest delay of the last ``expert_trust_window``) beat the demonstrations' measured
+    honest delay (the dataset's ``quality.city.delay``): a test the critic cannot fool (a max-pressure
+    teacher that gridlocks ingolstadt7 at 216 s was still imitated by a policy at 50 s);
+    ``none``: the per-sample gate alone. Logged as ``expert_trust`` (share of the agents with
+    demos trusted in the update)."""
+    expert_trust_window: int = 3
+    """Training episodes whose mean honest delay is the agent's side of ``measured`` trust."""
     bc_pretrain_gate: str = "auto"
     """Which agents the behaviour-cloning warm start imitates (leed, reled): ``queue``: only those
     whose kept demonstrations had a lower mean queue than fixed time at that intersection, or whose

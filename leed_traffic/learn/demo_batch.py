@@ -85,6 +85,24 @@ class Demonstrations:
         """Shared networks: the demonstrator beat fixed time city-wide (dataset quality); if not, never trusted."""
         self.trust: dict[str, float] = {}
         """Per agent, 1.0 when the latest ``refresh_mask`` trusted its demonstrator, else 0.0."""
+        self.demo_delay: float | None = None
+        """``measured`` trust: the demonstrations' honest mean delay (s/veh; None: not recorded)."""
+        self.agent_delays: list[float] = []
+        """``measured`` trust: honest mean delay of the agent's training episodes, oldest first."""
+        self.window = 3
+
+    def observe_delay(self, delay: float | None) -> None:
+        """Record one finished training episode's honest delay (``measured`` trust)."""
+        if delay is not None and np.isfinite(delay):
+            self.agent_delays = (self.agent_delays + [float(delay)])[-max(self.window, 1):]
+
+    @property
+    def agent_beats_demos(self) -> bool:
+        """``measured`` trust: the agent's recent training episodes have a lower honest delay than
+        the demonstrations (False while either side is unknown)."""
+        if self.trust_mode != "measured" or self.demo_delay is None or not self.agent_delays:
+            return False
+        return float(np.mean(self.agent_delays[-self.window:])) < self.demo_delay
 
     @property
     def gated(self) -> bool:
@@ -181,8 +199,12 @@ class Demonstrations:
         shared = cfg.policy == "phase" or cfg.share_parameters
         demos = cls(agents, out, DemoBatch(obs, acts, counts, torch.ones(A, N)), gate=gate,
                     gamma=cfg.gamma, lam=cfg.gae_lambda, warm_gate=warm_gate, trust=trust, shared=shared)
+        demos.window = cfg.expert_trust_window
+        quality = (dataset.metadata or {}).get("quality") or {}
+        delay = (quality.get("city") or {}).get("delay") if isinstance(quality, dict) else None
+        demos.demo_delay = float(delay) if delay is not None else None
         city_wins = city_beats_fixed(dataset.metadata)
-        if shared and trust == "mean" and city_wins is not None:
+        if shared and trust in ("mean", "measured") and city_wins is not None:
             # a measured score that does not telescope, where the critic's test can be fooled (a
             # pretrained critic under a fresh reward normaliser trusted the embedded model's
             # demonstrations for 4 updates on helsinki and took the policy from 41 s to 80 s)
@@ -221,7 +243,9 @@ class Demonstrations:
         helsinki the embedded model's demonstrations, trusted at 1-3 of 12 intersections per
         update, left LEED at 49.1 s where IPPO reached 45.4), and only a demonstrator whose
         demonstrations beat fixed time city-wide (``city_beats_fixed``, the dataset's measured
-        mean queue) can pass it.
+        mean queue) can pass it. ``measured`` adds a test on what the evaluation counts: once the
+        agent's recent training episodes have a lower honest delay than the demonstrations
+        (``agent_beats_demos``) no agent imitates, whatever its margins.
         """
         gate = gate or self.gate
         baseline = baseline or {}
@@ -241,15 +265,16 @@ class Demonstrations:
                 v = values[i, :n]
                 target = dm.returns_to_go / reward_std[i]
             mask = reled_mask(target, v)
-            if self.trust_mode == "mean":
-                self.trust[a] = float(np.mean(target - v) > 0)
+            if self.trust_mode in ("mean", "measured"):
+                self.trust[a] = float(np.mean(target - v) > 0 and not self.agent_beats_demos)
                 margins.append(target - v)
                 if not self.shared:
                     mask = mask * self.trust[a]
             db.mask[i, :n] = torch.as_tensor(mask)
-        if self.trust_mode == "mean" and self.shared and margins:
+        if self.trust_mode in ("mean", "measured") and self.shared and margins:
             # one network for every intersection: trust the demonstrator city-wide or nowhere
-            city = float(np.mean(np.concatenate(margins)) > 0 and self.city_beats_fixed)
+            city = float(np.mean(np.concatenate(margins)) > 0 and self.city_beats_fixed
+                         and not self.agent_beats_demos)
             self.trust = {a: city for a in self.trust}
             db.mask.mul_(city)
 

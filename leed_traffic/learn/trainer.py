@@ -252,6 +252,8 @@ class Trainer:
 
     def _log_episode(self, w: int, ep: EpisodeState) -> None:
         self.n_episodes += 1
+        if self.demos is not None:
+            self.demos.observe_delay(ep.mean_delay)
         self.log.episode(ep, number=self.n_episodes, update=self.update + 1, worker=w,
                          env_steps=self.env_steps, expert_weight=mean_weight(self.last_weights))
 
@@ -325,6 +327,7 @@ class Trainer:
             **self.rewards.state_dict(self.agents), **self.episodes.state_dict(),
             last_weights={a: [i.weight, i.distance, i.base, i.decay, i.volatility]
                           for a, i in self.last_weights.items()},
+            agent_delays=list(self.demos.agent_delays) if self.demos is not None else [],
         )
         ckpt.save_checkpoint(self.run_dir, self.update, state)
 
@@ -338,6 +341,8 @@ class Trainer:
         self.last_weights = {a: WeightInfo(*v) for a, v in s["last_weights"].items()}
         self.log.resume(s["metrics_rows"], s["update_rows"], float(s["wall_time"]))
         self.episodes.load_state_dict(s, self.pool if self.lockstep else None)
+        if self.demos is not None:  # checkpoints from before ``measured`` trust have none
+            self.demos.agent_delays = [float(d) for d in s.get("agent_delays", [])]
 
     def save_policy(self) -> None:
         ckpt.save_policy(self.run_dir, ckpt.policy_payload(
