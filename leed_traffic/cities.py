@@ -117,6 +117,11 @@ class CitySpec:
     description: str = ""
     grid: tuple[int, int] | None = None
     """Columns and rows of a ``grid`` kind city (netgenerate)."""
+    lefthand: bool = False
+    """Left-hand traffic (netconvert ``--lefthand``: the UK, Japan, Australia, ...): turn lanes,
+    junction geometry and the signal groups built from them mirror right-hand traffic's. OSM
+    extracts rarely say which side a country drives on, so it is set per city (``[city] lefthand``
+    in a scenario TOML, ``build --lefthand``, ``scenario.lefthand``)."""
     counts: Path | None = None
     """Measured edge counts (CSV ``edge_id,count[,begin,end]`` or SUMO edgeData XML): the demand is
     then sampled from them with SUMO's routeSampler (``demand.routes_from_counts``) instead of
@@ -252,6 +257,7 @@ def load_city_toml(path: Path) -> CitySpec:
         kind="osm",
         source=source or None,
         bbox=tuple(city["bbox"]) if "bbox" in city else None,
+        lefthand=bool(city.get("lefthand", False)),
         demand=demand,
         begin=int(ep.get("begin", 0)),
         end=int(ep.get("end", 3600)),

@@ -81,6 +81,9 @@ def build(
         None, "--fit-tolerance", min=0.01, max=0.5, help="Demand search: stop when the gridlock bracket is "
         "within this ratio (default 0.10)."),
     check: bool = typer.Option(True, help="Run one fixed-time hour and refuse demand that gridlocks."),
+    lefthand: Optional[bool] = typer.Option(
+        None, "--lefthand/--righthand", help="Left-hand traffic (UK, Japan, Australia, ...); default: the city's "
+        "definition (bundled london: left-hand), right-hand for an OSM file or place:."),
 ) -> None:
     """Build the network and scenario; print the scenario directory, the agents and the demand."""
     import json
@@ -89,7 +92,7 @@ def build(
     from leed_traffic.evaluate import check_demand
     from leed_traffic.scenario import build_scenario
 
-    spec = with_demand(resolve_city(city), veh_per_hour=demand, fit=fit_demand, counts=counts)
+    spec = with_demand(resolve_city(city, lefthand=lefthand), veh_per_hour=demand, fit=fit_demand, counts=counts)
     settings = None
     if fit_tolerance is not None:
         from leed_traffic.calibrate import FitSettings

@@ -55,6 +55,9 @@ class ScenarioSection:
     counts: str | None = None
     """Measured edge counts (CSV edge_id,count[,begin,end] or SUMO edgeData XML): routes are sampled
     from them with SUMO's routeSampler instead of random trips."""
+    lefthand: bool | None = None
+    """Left-hand traffic (netconvert ``--lefthand``); None: the city's definition (bundled london:
+    left-hand; an OSM file or place: right-hand unless set)."""
 
 
 @dataclass

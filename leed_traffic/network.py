@@ -160,6 +160,8 @@ def netconvert_options(spec: CitySpec) -> list[str]:
     opts = ["--type-files", ",".join(typemaps()), *NETCONVERT_FLAGS]
     if spec.bbox is not None:
         opts += ["--keep-edges.in-geo-boundary", ",".join(f"{v:.6f}" for v in spec.bbox)]
+    if spec.lefthand:
+        opts.append("--lefthand")
     return opts
 
 
@@ -216,7 +218,8 @@ def build_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
 
 def grid_options(spec: CitySpec) -> list[str]:
     cols, rows = spec.grid
-    return [*GRID_OPTIONS, "--grid.x-number", str(cols), "--grid.y-number", str(rows), "--seed", "0"]
+    opts = [*GRID_OPTIONS, "--grid.x-number", str(cols), "--grid.y-number", str(rows), "--seed", "0"]
+    return opts + ["--lefthand"] if spec.lefthand else opts
 
 
 def build_grid_network(spec: CitySpec, force: bool = False) -> NetworkBuild:

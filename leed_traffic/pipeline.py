@@ -56,7 +56,8 @@ def scenario_of(cfg: ExperimentConfig, *, force: bool = False) -> Scenario:
     from leed_traffic.scenario import build_scenario
 
     sc = cfg.scenario
-    spec = with_demand(resolve_city(sc.city), veh_per_hour=sc.veh_per_hour, fit=sc.fit_demand, counts=sc.counts)
+    spec = with_demand(resolve_city(sc.city, lefthand=sc.lefthand), veh_per_hour=sc.veh_per_hour,
+                       fit=sc.fit_demand, counts=sc.counts)
     return build_scenario(spec, force=force)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bz2
 import json
-from pathlib import Path
 
 import pytest
 
@@ -25,6 +24,16 @@ def test_bundled_cities_have_extracts_and_attribution():
     readme = bundled_networks_readme().read_text()
     assert "© OpenStreetMap contributors" in readme and "ODbL" in readme
     assert resolve_city("heidelberg").bbox == (8.62, 49.37, 8.74, 49.43)
+
+
+def test_lefthand_is_a_city_setting():
+    """London drives on the left (its scenario says so); an OSM file is right-hand unless told."""
+    assert resolve_city("london").lefthand and not resolve_city("helsinki").lefthand
+    assert not resolve_city("london", lefthand=False).lefthand
+    assert resolve_city("melbourne", lefthand=True).lefthand
+    from leed_traffic.network import netconvert_options
+    assert "--lefthand" in netconvert_options(resolve_city("london"))
+    assert "--lefthand" not in netconvert_options(resolve_city("melbourne"))
 
 
 def test_resolve_kinds(tmp_path):
@@ -72,6 +81,11 @@ def test_melbourne_builds_with_reference_count_and_is_cached(isolated_build):
     from dataclasses import replace
     clipped = build_network(replace(spec, bbox=(145.354, -37.634, 145.364, -37.626)))
     assert clipped.hash != first.hash
+    # left-hand traffic: netconvert --lefthand, a network SUMO marks as such, its own cache entry
+    left = build_network(replace(spec, bbox=(145.354, -37.634, 145.364, -37.626), lefthand=True))
+    assert left.hash != clipped.hash
+    assert 'lefthand="true"' in left.net_file.read_text()[:5000]
+    assert 'lefthand="true"' not in clipped.net_file.read_text()[:5000]
     # street names are kept
     import sumolib
     net = sumolib.net.readNet(str(first.net_file))
