@@ -183,11 +183,19 @@ def demos(
     seed: int = typer.Option(0, help="Demand/SUMO seed of the rounds."),
     model: Optional[str] = typer.Option(None, help="Model name override for claude/openai."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/demos/<city>-<llm>-s<seed>)."),
+    episodes: int = typer.Option(1, min=1, help="Episodes per round, on seeds seed, seed+1, ... (each its own "
+                                 "chain of refinement)."),
+    workers: int = typer.Option(1, min=1, help="Episodes played at once."),
+    backend: str = typer.Option("auto", "--backend", help="Where the episodes run: inprocess, process or ray "
+                                "(default auto: inprocess for one worker, process otherwise)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="The Ray cluster for --backend ray, "
+                                              "'auto' or HOST:PORT (default: a private local Ray)."),
 ) -> None:
     """Generate expert demonstrations with an LLM (or a reference expert), refined over rounds."""
     from leed_traffic.demos import generate_demos
 
-    path = generate_demos(city, llm=llm, rounds=rounds, seconds=seconds, out=out, seed=seed, model=model)
+    path = generate_demos(city, llm=llm, rounds=rounds, seconds=seconds, out=out, seed=seed, model=model,
+                          episodes=episodes, workers=workers, backend=backend, ray_address=ray_address)
     console.print(f"demonstrations: {path}")
 
 

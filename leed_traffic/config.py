@@ -107,6 +107,9 @@ class DemosSection:
     """Model override for claude/openai (name) or local (GGUF path)."""
     path: str | None = None
     """An existing demonstration dataset to use instead of generating one."""
+    episodes: int = 1
+    """Episodes per round on consecutive demand seeds (``demos.DemoConfig.episodes``), played in
+    parallel by the run's workers (``train.backend``, ``train.n_workers``, ``train.ray_address``)."""
 
 
 @dataclass

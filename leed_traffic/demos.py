@@ -87,6 +87,21 @@ class DemoConfig:
     llm_options: dict[str, Any] = field(default_factory=dict)
     """Extra demonstrator options (e.g. max_batch=20, or http_client= in tests)."""
     progress: bool = True
+    episodes: int = 1
+    """Episodes per round, on demand seeds ``seed``, ``seed + 1``, ...: each seed is its own chain
+    of refinement (episode e of round k + 1 gets the feedback of episode e of round k), and every
+    (round, episode) trajectory is a candidate for ``select_best``. 1: one episode per round, the
+    layout and dataset of before."""
+    backend: str = "auto"
+    """Where a round's episodes are played (``learn.workers.BACKENDS``): inprocess, process (local
+    child processes) or ray (one actor per worker, on this machine or a cluster); auto: inprocess
+    for one worker, process otherwise. Each worker holds its own simulation and demonstrator and
+    uses the same answer cache file (sqlite in WAL mode; on a multi-machine Ray cluster give
+    ``cache`` a path on a shared filesystem, or every node keeps its own)."""
+    workers: int = 1
+    """Episodes played at once (at most ``episodes`` are used)."""
+    ray_address: str | None = None
+    """``--backend ray``: ``auto`` or HOST:PORT of a running cluster; None starts a local Ray."""
 
 
 # ---------------------------------------------------------------------------- small helpers
@@ -520,53 +535,60 @@ def run(cfg: DemoConfig) -> Path:
     _write_json(out / "run.json", run_info)
 
     steps = int(np.ceil((env.end - env.begin) / env.config.delta_time))
-    bar = _Progress(cfg.progress, steps)
+    E = max(1, int(cfg.episodes))
+    seeds = [cfg.seed + e for e in range(E)]
+    bar = _Progress(cfg.progress, steps if E == 1 else E)
+    pool = _episode_pool(cfg, env, dem, llm, agents, env_opts, bar)
     try:
-        fixed = _fixed_reference(env, cfg.seed, out, bar)
+        fixed_by_seed = _fixed_references(pool, out, seeds, bar)
+        fixed = _mean_fixed([fixed_by_seed[sd] for sd in seeds])
         done: list[tuple[dict[str, AgentDemos], dict]] = []
-        feedback: dict[str, str] = {}
+        feedback: list[dict[str, str]] = [{} for _ in seeds]
         for k in range(cfg.rounds):
-            loaded = _load_round(out, k, agents)
-            if loaded is not None:
-                done.append(loaded)
-                feedback = loaded[1].get("next_feedback", {})
-                log.info("round %d already complete: %s", k + 1, _summary(loaded[1]))
-                continue
-            before = dem.stats.as_dict()
-            bar.start(f"{city} round {k + 1}/{cfg.rounds} ({dem.name})")
-            texts: list[dict] = []
-            t0 = time.perf_counter()
-            stats: dict[str, Any] = {}
+            entries = [k * E + e for e in range(E)]  # trajectory ids: one per (round, episode)
+            loaded = {e: _load_round(out, j, agents) for e, j in enumerate(entries)}
+            todo = [e for e in range(E) if loaded[e] is None]
+            for e in range(E):
+                if loaded[e] is not None:
+                    feedback[e] = loaded[e][1].get("next_feedback", {})
+                    log.info("round %d%s already complete: %s", k + 1, f" episode {e + 1}" if E > 1 else "",
+                             _summary(loaded[e][1]))
+            bar.start(f"{city} round {k + 1}/{cfg.rounds} ({dem.name})" + (f", {len(todo)} episodes" if E > 1 else ""))
             try:
-                trajs = run_episode(
-                    env, cfg.seed, lambda states: dem.decide(states, feedback),
-                    on_step=lambda i: bar.update(i, dem), texts=texts, feedback=feedback, stats=stats,
-                )
+                played = dict(zip(todo, pool.play([(seeds[e], feedback[e]) for e in todo])))
             except DemonstratorError as e:
                 raise DemonstratorError(
                     f"round {k + 1} interrupted: {e}. Re-run the same command to resume "
                     "(completed rounds are kept and answers so far are cached)."
                 ) from None
-            metrics = score(trajs, fixed["agents"])
-            after = dem.stats.as_dict()
-            metrics.update(
-                mean_delay=stats.get("mean_delay"),
-                round=k + 1,
-                wall_s=time.perf_counter() - t0,
-                llm={key: after[key] - before[key] for key in after},
-                feedback_used=bool(feedback),
-            )
-            feedback = {a: feedback_text(m, fixed["agents"].get(a, {})) for a, m in metrics["agents"].items()}
-            metrics["next_feedback"] = feedback
-            _save_round(out, k, trajs, metrics, texts)
-            demos = {a: AgentDemos(np.stack(t.obs).astype(np.float32), np.asarray(t.actions, np.int64),
-                                   np.asarray(t.rewards, np.float32), np.full(len(t.actions), k, np.int64),
-                                   np.asarray(t.valid, bool)) for a, t in trajs.items()}
-            done.append((demos, metrics))
-            log.info("round %d: %s", k + 1, _summary(metrics))
+            for e, j in enumerate(entries):
+                if loaded[e] is not None:
+                    done.append(loaded[e])
+                    continue
+                ep = played[e]
+                metrics = score(ep.trajs, fixed_by_seed[seeds[e]]["agents"])
+                metrics.update(
+                    mean_delay=ep.stats.get("mean_delay"),
+                    round=k + 1,
+                    wall_s=ep.wall_s,
+                    llm=ep.llm,
+                    feedback_used=bool(feedback[e]),
+                )
+                if E > 1:
+                    metrics.update(episode=e + 1, seed=seeds[e])
+                feedback[e] = {a: feedback_text(m, fixed_by_seed[seeds[e]]["agents"].get(a, {}))
+                               for a, m in metrics["agents"].items()}
+                metrics["next_feedback"] = feedback[e]
+                _save_round(out, j, ep.trajs, metrics, ep.texts)
+                demos = {a: AgentDemos(np.stack(t.obs).astype(np.float32), np.asarray(t.actions, np.int64),
+                                       np.asarray(t.rewards, np.float32), np.full(len(t.actions), j, np.int64),
+                                       np.asarray(t.valid, bool)) for a, t in ep.trajs.items()}
+                done.append((demos, metrics))
+                log.info("round %d%s: %s", k + 1, f" episode {e + 1}" if E > 1 else "", _summary(metrics))
             _write_metrics(out, done, fixed, dem)
     finally:
         bar.close()
+        pool.close()
         env.close()
         dem.close()
 
@@ -610,27 +632,238 @@ def _check_run_info(path: Path, info: dict) -> None:
         )
 
 
-def _fixed_reference(env: Any, seed: int, out: Path, bar: _Progress) -> dict[str, Any]:
-    path = out / "fixed_time.json"
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            pass
+# ---------------------------------------------------------------------------- a round's episodes
+@dataclass
+class _PlayedEpisode:
+    """One demonstrator episode, as a worker returns it (plain, picklable data)."""
+
+    trajs: dict[str, Trajectory]
+    texts: list[dict[str, Any]]
+    stats: dict[str, float]
+    """The env's episode-end statistics (honest ``mean_delay``, ...)."""
+    llm: dict[str, Any]
+    """The demonstrator's usage in this episode (calls, cache hits, tokens, cost)."""
+    wall_s: float
+
+
+def fixed_episode(env: Any, seed: int, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The fixed-time reference of one seed: program green durations cycled through the env."""
     ref = FixedTimeReference(env)
-    bar.start("fixed-time reference")
     stats: dict[str, Any] = {}
     trajs = run_episode(env, seed, lambda states: [Decision(ref.act(s), "fixed time") for s in states],
-                        on_step=lambda i: bar.update(i, None), stats=stats)
+                        on_step=on_step, stats=stats)
     agents = {a: {"return": t.ret, "switches": t.switches(), "mean_queues": t.mean_queues()} for a, t in trajs.items()}
-    data = {
+    return {
         "method": "program green durations cycled through the environment (same seed, same rules)",
+        "seed": seed,
         "return": float(sum(v["return"] for v in agents.values())),
         "mean_delay": stats.get("mean_delay"),
         "agents": agents,
     }
-    _write_json(path, data)
-    return data
+
+
+def demo_episode(env: Any, dem: Demonstrator, seed: int, feedback: Mapping[str, str],
+                 on_step: Callable[[int], None] | None = None) -> _PlayedEpisode:
+    """One episode of a round: ``dem`` decides, with each intersection's ``feedback``."""
+    before, texts, stats = dem.stats.as_dict(), [], {}
+    t0 = time.perf_counter()
+    trajs = run_episode(env, seed, lambda states: dem.decide(states, feedback), on_step=on_step, texts=texts,
+                        feedback=feedback, stats=stats)
+    after = dem.stats.as_dict()
+    return _PlayedEpisode(trajs, texts, stats, {key: after[key] - before[key] for key in after},
+                          time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class _PlayerSpec:
+    """What a worker needs to build its own simulation and demonstrator (picklable)."""
+
+    city: Any  # a --city argument or a built Scenario
+    env_options: dict[str, Any]
+    llm: str
+    cache: Path
+    model: str | None
+    agents: tuple[str, ...]
+    llm_options: dict[str, Any]
+
+    def build(self) -> tuple[Any, Demonstrator]:
+        from leed_traffic.env import make_env
+
+        env = make_env(self.city, **self.env_options)
+        return env, make_demonstrator(self.llm, cache=self.cache, model=self.model, agents=list(self.agents),
+                                      **self.llm_options)
+
+
+class _Player:
+    """Plays episodes with one simulation and one demonstrator, built once per worker."""
+
+    def __init__(self, spec: _PlayerSpec):
+        self.env, self.dem = spec.build()
+
+    def play(self, seed: int, feedback: Mapping[str, str]) -> _PlayedEpisode:
+        return demo_episode(self.env, self.dem, seed, feedback)
+
+    def fixed(self, seed: int) -> dict[str, Any]:
+        return fixed_episode(self.env, seed)
+
+    def close(self) -> None:
+        self.env.close()
+        self.dem.close()
+
+
+_PROCESS_PLAYER: _Player | None = None
+
+
+def _process_init(spec: _PlayerSpec) -> None:
+    global _PROCESS_PLAYER
+    _PROCESS_PLAYER = _Player(spec)
+
+
+def _process_call(method: str, *args: Any) -> Any:
+    assert _PROCESS_PLAYER is not None
+    return getattr(_PROCESS_PLAYER, method)(*args)
+
+
+class _EpisodePool:
+    """A round's episodes on one of ``learn.workers.BACKENDS``; results in job order.
+
+    In-process it reuses the run's own simulation and demonstrator (the round's progress bar
+    follows the decisions); the other backends give every worker its own, built once."""
+
+    def __init__(self, backend: str, workers: int, spec: _PlayerSpec, env: Any, dem: Demonstrator,
+                 bar: _Progress, ray_address: str | None = None):
+        self.backend, self.workers, self.env, self.dem, self.bar = backend, workers, env, dem, bar
+        self._executor: Any = None
+        self._actors: list[Any] = []
+        self._started_ray = False
+        if backend == "process":
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_process_init, initargs=(spec,))
+        elif backend == "ray":
+            from leed_traffic.learn.workers import connect_ray, import_ray
+
+            ray = import_ray()
+            self._started_ray = connect_ray(ray_address, workers)
+            actor = ray.remote(num_cpus=1)(_Player)
+            self._actors = [actor.remote(spec) for _ in range(workers)]
+
+    def _map(self, method: str, jobs: list[tuple[Any, ...]], local: Callable[..., Any]) -> list[Any]:
+        if not jobs:
+            return []
+        if self.backend == "inprocess":
+            results = []
+            for i, job in enumerate(jobs):
+                results.append(local(*job))
+                if len(jobs) > 1:
+                    self.bar.update(i + 1, self.dem)
+            return results
+        if self.backend == "process":
+            from concurrent.futures.process import BrokenProcessPool
+
+            futures = [self._executor.submit(_process_call, method, *job) for job in jobs]
+            try:
+                results = []
+                for i, f in enumerate(futures):
+                    results.append(f.result())
+                    self.bar.update(i + 1, None)
+                return results
+            except BrokenProcessPool:
+                raise UserError("a demonstration worker process died (out of memory?); re-run the same "
+                                "command to resume from the last complete round.") from None
+        import ray
+
+        refs = [getattr(self._actors[i % len(self._actors)], method).remote(*job) for i, job in enumerate(jobs)]
+        try:
+            results = ray.get(refs)
+            self.bar.update(len(results), None)
+            return results
+        except ray.exceptions.RayError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"a demonstration worker failed on Ray ({first}); re-run the same command to resume "
+                            "from the last complete round.") from None
+
+    def play(self, jobs: list[tuple[int, Mapping[str, str]]]) -> list[_PlayedEpisode]:
+        """Play ``(seed, feedback)`` episodes with the demonstrator."""
+        one = len(jobs) == 1 and self.backend == "inprocess"
+        return self._map("play", list(jobs), lambda seed, fb: demo_episode(
+            self.env, self.dem, seed, fb, on_step=(lambda i: self.bar.update(i, self.dem)) if one else None))
+
+    def fixed(self, seeds: list[int]) -> list[dict[str, Any]]:
+        """Fixed-time references of ``seeds``."""
+        one = len(seeds) == 1 and self.backend == "inprocess"
+        return self._map("fixed", [(sd,) for sd in seeds], lambda sd: fixed_episode(
+            self.env, sd, on_step=(lambda i: self.bar.update(i, None)) if one else None))
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+        if self._actors:
+            import ray
+
+            for a in self._actors:
+                try:
+                    ray.get(a.close.remote(), timeout=30)
+                except Exception:  # noqa: BLE001 - a dead actor has nothing left to close
+                    pass
+                ray.kill(a)
+            if self._started_ray:
+                ray.shutdown()
+
+
+def _episode_pool(cfg: DemoConfig, env: Any, dem: Demonstrator, llm: str, agents: list[str],
+                  env_opts: dict[str, Any], bar: _Progress) -> _EpisodePool:
+    """The pool ``cfg.backend`` / ``cfg.workers`` ask for (never more workers than episodes)."""
+    workers = max(1, min(int(cfg.workers), max(1, int(cfg.episodes))))
+    if cfg.backend == "auto" and workers == 1:
+        backend = "inprocess"
+    else:
+        from leed_traffic.learn.workers import check_backend, resolve_backend
+
+        backend = resolve_backend(cfg.backend, workers)
+        check_backend(backend, cfg.ray_address)
+    spec = _PlayerSpec(cfg.city, dict(env_opts), llm, Path(cfg.cache or answer_cache_path()), cfg.model,
+                       tuple(agents), dict(cfg.llm_options))
+    return _EpisodePool(backend, workers, spec, env, dem, bar, cfg.ray_address)
+
+
+def _fixed_references(pool: _EpisodePool, out: Path, seeds: list[int], bar: _Progress) -> dict[int, dict[str, Any]]:
+    """Fixed-time reference per seed (``fixed_time.json`` for the first, ``fixed_time_s<seed>.json``
+    for the others), played where missing or unreadable."""
+    paths = {sd: out / ("fixed_time.json" if i == 0 else f"fixed_time_s{sd}.json") for i, sd in enumerate(seeds)}
+    refs: dict[int, dict[str, Any]] = {}
+    for sd, path in paths.items():
+        try:
+            refs[sd] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    todo = [sd for sd in seeds if sd not in refs]
+    if todo:
+        bar.start("fixed-time reference" + (f", {len(todo)} seeds" if len(todo) > 1 else ""))
+        for sd, data in zip(todo, pool.fixed(todo)):
+            _write_json(paths[sd], data)
+            refs[sd] = data
+    return refs
+
+
+def _mean_fixed(refs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fixed-time reference the dataset's quality compares with: the seeds' mean (one seed: itself)."""
+    if len(refs) == 1:
+        return refs[0]
+    agents: dict[str, dict[str, Any]] = {}
+    for a in refs[0]["agents"]:
+        per = [r["agents"].get(a, {}) for r in refs]
+        approaches = {k for p in per for k in (p.get("mean_queues") or {})}
+        agents[a] = {"return": float(np.mean([p.get("return", 0.0) for p in per])),
+                     "mean_queues": {k: float(np.mean([(p.get("mean_queues") or {}).get(k, 0.0) for p in per]))
+                                     for k in approaches}}
+    delays = [r.get("mean_delay") for r in refs]
+    return {"method": refs[0]["method"] + f"; mean over seeds {[r.get('seed') for r in refs]}",
+            "return": float(np.mean([r["return"] for r in refs])),
+            "mean_delay": float(np.mean(delays)) if all(d is not None for d in delays) else None,
+            "agents": agents}
 
 
 def _round_row(m: Mapping[str, Any]) -> dict[str, Any]:

@@ -184,7 +184,8 @@ def demonstration_path(cfg: ExperimentConfig, scenario: Scenario, out: Path, say
         path = generate_demos(scenario, llm=d.llm, rounds=d.rounds, seconds=cfg.env.seconds, out=out,
                               seed=cfg.train.seed, env_options=env_options, keep=d.keep,
                               require_beat_fixed=d.require_beat_fixed, model=d.model,
-                              progress=progress)
+                              progress=progress, episodes=d.episodes, backend=cfg.train.backend,
+                              workers=cfg.train.n_workers, ray_address=cfg.train.ray_address)
     return path
 
 
