@@ -15,13 +15,19 @@ Run directory layout (``out``)::
 
     run.json                 what was asked (city, demonstrator, model, seed, env options)
     fixed_time.json          per-agent fixed-time reference on the same seed
-    rounds/round_K.npz       agent trajectories of round K (obs, actions, rewards, valid, asked)
-    rounds/round_K.json      round K metrics: validity and return per agent, LLM usage, feedback
-    rounds/round_K.texts.jsonl.gz  state text and reason of every asked decision
-    metrics.json             all rounds side by side (rewritten after each round)
+    fixed_time_s<S>.json     the same for the other seeds of a round (``episodes`` > 1)
+    rounds/round_J.npz       agent trajectories of entry J (obs, actions, rewards, valid, asked)
+    rounds/round_J.json      entry J's metrics: validity and return per agent, LLM usage, feedback
+    rounds/round_J.texts.jsonl.gz  state text and reason of every asked decision
+    metrics.json             all entries side by side (rewritten after each round)
     dataset/                 the DemoDataset (demos.npz + demos.json)
 
-Completed rounds are never redone: re-running the same command continues after the last one.
+An entry is one episode of one round: J = round x episodes + episode (with one episode per round,
+J is the round). A round's episodes run on demand seeds seed, seed + 1, ... and may be played in
+parallel (``DemoConfig.backend``/``workers``: local processes or Ray actors, each with its own
+simulation and demonstrator, one answer cache); every backend records the same trajectories.
+
+Completed entries are never redone: re-running the same command continues after the last one.
 """
 
 from __future__ import annotations
