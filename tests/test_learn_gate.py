@@ -380,3 +380,27 @@ def test_measured_trust_in_training_stops_imitating_once_the_agent_is_better(tmp
         if before and np.mean(before) < 5.0:
             assert float(r["expert_trust"]) == 0.0, (r["update"], before)
     assert any(float(r["expert_trust"]) > 0 for r in rows)  # it did imitate while worse
+
+
+@pytest.mark.parametrize("recorded, cloned", [(0.5, True), (9.0, False)])
+def test_measured_warm_start_clones_only_what_beats_the_fresh_policy(tmp_path: Path, recorded: float,
+                                                                     cloned: bool) -> None:
+    """Under ``measured`` trust the warm start waits for the fresh policy's first episode (the fake
+    env reports ~6.4 s for a near-random policy) and clones the demonstrations only if their
+    recorded delay is 5 % below it: 0.5 s is cloned (the action agreement jumps), 9.0 s is not
+    (nothing is drawn); ``pretrain.json`` records the comparison."""
+    import json
+
+    demos = expert_demos()
+    demos.metadata["quality"] = {"city": {"beats_fixed": True, "delay": recorded}, "agents": {}}
+    cfg = TrainConfig(algo="leed", total_env_steps=60, bc_pretrain_steps=50, **FAST)
+    train_run(cfg, RunDir(tmp_path / "w"), FakeFactory(), demos)
+    pre = json.loads((tmp_path / "w" / "pretrain.json").read_text())
+    fresh = pre["measured"]["fresh_policy_delay"]
+    assert 3.0 < fresh < 9.0 and pre["measured"]["after_update"] == 1
+    assert pre["measured"]["cloned"] is cloned and pre["measured"]["demonstrations_delay"] == recorded
+    if cloned:
+        agree = pre["action_agreement"]
+        assert pre["steps"] == 50 and agree["after"] > 0.8 and agree["after"] > agree["before"] + 0.2
+    else:
+        assert pre["steps"] == 0 and pre["agents"] == 0 and len(pre["skipped"]) == len(SIZES)

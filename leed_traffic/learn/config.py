@@ -163,6 +163,13 @@ class TrainConfig:
     """Adam step size of the warm start (its own optimizer; PPO's state is untouched)."""
     bc_pretrain_batch: int = 256
     """Demo rows per agent per warm-start step."""
+    bc_pretrain_margin: float = 0.05
+    """With ``expert_trust=measured`` and demonstrations that record their honest delay, the warm
+    start waits until the first update and clones only if the demonstrations' delay is at least
+    this fraction below that of the fresh policy's own first episodes (``pretrain.json`` records
+    both). A fresh network is a near-random controller: on helsinki a random demonstrator 'beats'
+    fixed time city-wide (74 s against 108 s), and cloning it left PPO stuck at 70 s on all three
+    seeds, against IPPO's 47 s from the same fresh start."""
 
     # --- imitate only what helps (issue 12) -------------------------------------------------------
     expert_gate: str = "advantage"

@@ -97,6 +97,14 @@ class Demonstrations:
             self.agent_delays = (self.agent_delays + [float(delay)])[-max(self.window, 1):]
 
     @property
+    def defers_warm_start(self) -> bool:
+        """``measured`` trust with a recorded demo delay: the warm start waits for the fresh
+        policy's first episodes and clones only a demonstrator measurably better than them
+        (``Trainer._measured_warm_start``)."""
+        return (self.trust_mode == "measured" and self.demo_delay is not None
+                and any(dm.warm for dm in self.per_agent.values()))
+
+    @property
     def agent_beats_demos(self) -> bool:
         """``measured`` trust: the agent's recent training episodes have a lower honest delay than
         the demonstrations (False while either side is unknown)."""

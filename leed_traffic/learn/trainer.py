@@ -30,6 +30,7 @@ deterministic for a seed).
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ from leed_traffic.learn.rollout import EnvSpec, WorkerPool
 from leed_traffic.learn.runlog import TrainLog, mean_weight, weight_columns
 from leed_traffic.learn.workers import Trajectory, make_backend, resolve_backend
 from leed_traffic.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -136,6 +139,7 @@ class Trainer:
         self.log = TrainLog(self.run_dir, f"{cfg.algo} {self.city}", cfg.progress)
         self.update = self.env_steps = self.n_episodes = 0
         self.sim_total = 0.0
+        self._warm_pending = False  # a measured warm start waits for the first update
         self.last_weights: dict[str, WeightInfo] = {}
 
     # ------------------------------------------------------------------ main loop
@@ -156,6 +160,8 @@ class Trainer:
                     buf = self.collect()
                     self.update += 1
                     stats = self.optimize(buf)
+                    if self._warm_pending:
+                        self._measured_warm_start()
                     dt = max(time.time() - t_start, 1e-9)
                     stats["steps_per_s"] = (self.env_steps - steps0) / dt
                     stats["sim_s_per_wall_s"] = (self.sim_total - sim0) / dt
@@ -173,7 +179,31 @@ class Trainer:
         self.log.start()
         self.episodes.start(self.pool if self.lockstep else None)
         if self.demos is not None and self.cfg.bc_pretrain_steps > 0:
-            self.run_dir.write_pretrain(warm_start(self.policy, self.demos, self.cfg))
+            if self.demos.defers_warm_start:
+                self._warm_pending = True  # decided after the first update (_measured_warm_start)
+            else:
+                self.run_dir.write_pretrain(warm_start(self.policy, self.demos, self.cfg))
+
+    def _measured_warm_start(self) -> None:
+        """The warm start under ``measured`` trust, after the first update: clone the
+        demonstrations only if their honest delay is ``bc_pretrain_margin`` below the fresh
+        policy's own first episodes; ``pretrain.json`` says what was compared."""
+        demos, cfg = self.demos, self.cfg
+        self._warm_pending = False
+        own = float(np.mean(demos.agent_delays)) if demos.agent_delays else None
+        clone = own is None or demos.demo_delay < own * (1.0 - cfg.bc_pretrain_margin)
+        if not clone:
+            for dm in demos.per_agent.values():
+                dm.warm, dm.warm_reason = False, (f"the demonstrations ({demos.demo_delay:.1f} s) are not "
+                                                  f"{cfg.bc_pretrain_margin:.0%} better than the fresh policy "
+                                                  f"({own:.1f} s)")
+            log.info("BC warm start skipped: the demonstrations' delay %.1f s is not %.0f%% below the fresh "
+                     "policy's %.1f s", demos.demo_delay, 100 * cfg.bc_pretrain_margin, own)
+        info = warm_start(self.policy, demos, cfg)
+        info["measured"] = {"demonstrations_delay": demos.demo_delay, "fresh_policy_delay": own,
+                            "margin": cfg.bc_pretrain_margin, "cloned": bool(clone),
+                            "after_update": self.update}
+        self.run_dir.write_pretrain(info)
 
     # ------------------------------------------------------------------ 1. rollouts
     def collect(self) -> RolloutBuffer:
