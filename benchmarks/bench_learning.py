@@ -512,8 +512,9 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
                               fmt(st, ".0f", "not reached"), fmt(r.get("wall_to_ippo_final"), ".0f", "–"),
                               fmt(ratio, ".2f")])
             out.append(
-                f"Sample efficiency. Training delay = the env's running mean delay of finished trips "
-                f"(SUMO's tripinfo statistics) at the episode's end; smoothed with a "
+                f"Sample efficiency. Training delay = the env's honest mean delay at the episode's end "
+                f"(every vehicle due to depart, the never-inserted ones charged their wait: the evaluation's "
+                f"definition; runs from before 2026-11-29 logged finished trips only); smoothed with a "
                 f"rolling mean over {crow[0].get('smooth_window', '?')} episodes (a tenth of the run, 3 to 20). "
                 f"Target = IPPO's final smoothed training delay (mean over seeds) = {target:.1f} s; "
                 "\"env steps to reach\" is the first episode end at which the smoothed curve is at or below it; "
