@@ -14,7 +14,7 @@ LLM ?= auto
 INIT ?= pretrained
 ROUNDS ?= 3
 
-.PHONY: setup system-deps test build evaluate train demos export gui snapshot report bench bench-learning bench-scaling clean-cache help
+.PHONY: setup system-deps test build evaluate train demos export gui snapshot report bench bench-learning bench-learning-mlp bench-scaling clean-cache help
 
 help:
 	@echo "make setup                 install system libraries, the virtualenv and the package"
@@ -27,7 +27,7 @@ help:
 	@echo "make build CITY=...        build a city's network and scenario"
 	@echo "make evaluate CITY=...     evaluate every classical controller on held-out seeds"
 	@echo "make bench                 env throughput, demonstration cost, training-loop throughput -> docs/benchmarks.md"
-	@echo "make bench-learning        learning results (hours) -> docs/learning.md"
+	@echo "make bench-learning        learning results (about 2 h) -> docs/learning.md"
 	@echo "make bench-scaling         rollout throughput, 1-2 workers per backend + a 2-node Ray cluster -> docs/benchmarks.md"
 
 setup: $(STAMP)
@@ -88,26 +88,34 @@ bench: setup
 bench-scaling: setup
 	$(PY) benchmarks/bench_scaling.py --city helsinki --seconds 900 --episodes 6 --out docs
 
-# The documented learning results (docs/learning.md), one section per invocation; hours on 2 cores.
-# RESCO maps train with the queue reward, the OSM cities with max green enforced (docs/leed.md).
+# The documented learning results (docs/learning.md), one section per invocation; about 2 h on 2 cores.
+# The experiments' defaults (shared phase policy, max green); helsinki with the default reward, the
+# RESCO maps with queue-backlog (docs/learning.md says why). The earlier per-intersection-MLP
+# protocol is `make bench-learning-mlp`.
 BENCH_LEARN = $(PY) benchmarks/bench_learning.py --out docs --seeds 0,1,2 --eval-episodes 5 --jobs 2
+PHASE_LEARN = $(BENCH_LEARN) --episodes 25 --enforce-max-green --timeout 2400
+RESCO_MAPS = cologne1,cologne3,cologne8,ingolstadt1,ingolstadt7,grid4x4,arterial4x4
 bench-learning: setup
+	$(PHASE_LEARN) --cities helsinki --algos ippo,leed-mp,leed-random,leed-llm --runs runs/bench-learning-phase-hel \
+		--section "Phase policy: helsinki, 25 episodes, max green" --tag phel
+	$(PHASE_LEARN) --cities $(RESCO_MAPS) --algos ippo,leed-mp,leed-random --reward queue-backlog \
+		--runs runs/bench-learning-phase-resco --tag presco \
+		--section "Phase policy: RESCO maps, 25 episodes, max green, reward queue-backlog"
+
+bench-learning-mlp: setup
 	$(BENCH_LEARN) --cities cologne8 --episodes 100 --reward queue --runs runs/bench-learning-c8q \
-		--section "Full protocol: cologne8, reward queue" --tag c8q
+		--set train.policy=mlp --observation default --section "Full protocol: cologne8, reward queue" --tag c8q
 	$(BENCH_LEARN) --cities helsinki --episodes 100 --enforce-max-green --runs runs/bench-learning-helmg \
-		--section "Full protocol: helsinki, max green enforced" --tag hmg
+		--set train.policy=mlp --observation default --section "Full protocol: helsinki, max green enforced" --tag hmg
 	$(BENCH_LEARN) --cities cologne1,cologne3,ingolstadt1,ingolstadt7 --episodes 100 --reward queue \
+		--set train.policy=mlp --observation default \
 		--runs runs/bench-learning-resco --section "Full protocol: other RESCO maps, reward queue" --tag resco
 	$(BENCH_LEARN) --cities ingolstadt21 --algos ippo,leed-mp --episodes 50 --reward queue \
+		--set train.policy=mlp --observation default \
 		--runs runs/bench-learning-i21 --section "Full protocol: ingolstadt21, 50 episodes, reward queue" --tag i21
-	$(BENCH_LEARN) --cities helsinki --algos leed-mp --seeds 0 --episodes 10 --eval-episodes 3 --enforce-max-green \
-		--scalability --scalability-algos leed-mp --runs runs/bench-learning-scale --section "Scalability" --tag scale
 	$(PY) benchmarks/ablate_leed.py --city cologne8 --reward queue --seeds 0,1,2 --episodes 60 --jobs 2 \
 		--variants ippo,similarity,distance,annealed,constant,no-warm-start --runs runs/ablation-c8q \
 		--section "Ablation: expert-weight forms and warm start, cologne8, reward queue"
-	$(PY) benchmarks/ablate_leed.py --city helsinki --enforce-max-green --seeds 0,1,2 --episodes 60 --jobs 2 \
-		--variants similarity,distance --runs runs/ablation-helmg \
-		--section "Ablation: similarity vs distance, helsinki, max green enforced"
 
 # built networks, scenarios and cached LLM answers (the user cache directory, or $LEED_TRAFFIC_CACHE)
 clean-cache:
