@@ -227,6 +227,16 @@ def test_demo_quality_and_warm_start_agents() -> None:
     rounds[0][1]["mean_delay"], rounds[1][1]["mean_delay"] = 40.0, 50.0  # the honest delay, when recorded
     q = demo_quality(rounds, {"A": [0, 1], "B": [1]}, {**fixed, "mean_delay": 60.0})
     assert q["city"]["delay"] == 45.0 and q["city"]["fixed_delay"] == 60.0
+    # the recorded delay decides "beats fixed time" city-wide, whatever the queue says
+    from leed_traffic.learn.demo_batch import city_beats_fixed
+
+    assert city_beats_fixed({"quality": q}) is True and q["city"]["beats_fixed"] is False
+    city = {**q["city"], "delay": 33.1, "fixed_delay": 29.8, "beats_fixed": True}  # ingolstadt1: less queue, more delay
+    assert city_beats_fixed({"quality": {**q, "city": city}}) is False
+    city["delay"] = None  # not recorded: the queue decides
+    assert city_beats_fixed({"quality": {**q, "city": city}}) is True and city_beats_fixed({}) is None
+    q = demo_quality(rounds[:0] + [rnd({"A": 1.0, "B": 9.0}), rnd({"A": 3.0, "B": 7.0})],
+                     {"A": [0, 1], "B": [1]}, fixed)  # as before, without delays, for the warm start below
 
     def tensors() -> dict[str, AgentDemoTensors]:
         z = np.zeros((1, 1))
