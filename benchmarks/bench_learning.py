@@ -401,7 +401,7 @@ def plot_city(city: str, rows: list[dict], out: Path, target: float | None, tag:
             ax.axhline(target, color="k", ls="--", lw=1, label="IPPO final (smoothed)")
         ax.set_xlabel(xl)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("training delay (s/veh, finished trips)")
+    axes[0].set_ylabel("training delay (s/veh, honest)")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{city}: training delay per episode (thin) and its rolling mean (thick)")
     fig.tight_layout()
