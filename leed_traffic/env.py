@@ -95,6 +95,17 @@ class EnvConfig:
     """Episode seed: SUMO's seed and the demand file (``scenario.route_file(seed)``)."""
 
 
+def _complete(private: str) -> property:
+    """A ``LaneTable`` array with its lazy lanes read first when they are stale."""
+
+    def get(self: "LaneTable") -> np.ndarray:
+        if self._stale:
+            self._read_lazy()
+        return getattr(self, private)
+
+    return property(get)
+
+
 class LaneTable:
     """Per-lane arrays refreshed once per decision.
 
@@ -137,35 +148,11 @@ class LaneTable:
         """Incremented by every ``refresh``: what is derived from the table can be cached per decision."""
 
     # the public arrays: complete (the lazy lanes read first if they are stale)
-    @property
-    def veh(self) -> np.ndarray:
-        if self._stale:
-            self._read_lazy()
-        return self._veh
-
-    @property
-    def halt(self) -> np.ndarray:
-        if self._stale:
-            self._read_lazy()
-        return self._halt
-
-    @property
-    def mlen(self) -> np.ndarray:
-        if self._stale:
-            self._read_lazy()
-        return self._mlen
-
-    @property
-    def density(self) -> np.ndarray:
-        if self._stale:
-            self._read_lazy()
-        return self._density
-
-    @property
-    def queue(self) -> np.ndarray:
-        if self._stale:
-            self._read_lazy()
-        return self._queue
+    veh = _complete("_veh")
+    halt = _complete("_halt")
+    mlen = _complete("_mlen")
+    density = _complete("_density")
+    queue = _complete("_queue")
 
     def subscribe(self, sim) -> None:
         """Prepare reading from ``sim`` (a fresh simulation): direct reads on libsumo, else subscriptions."""
@@ -784,22 +771,20 @@ def play_episode(
     ``demos.run_episode`` (per-agent trajectories). Returns the info of the last step (one agent's;
     every agent gets the episode-end statistics, e.g. the honest ``mean_delay``), {} without decisions.
     """
-    info: dict[str, Any] = {}
+    infos: dict[str, dict[str, Any]] = {}
     try:
         obs, _ = env.reset(seed=seed)
         if act is None or not env.possible_agents:
             env.run_to_end()
-            return info
+            return {}
         while env.agents:
             actions = act(obs)
             obs, rewards, _, _, infos = env.step(actions)
             if after_step is not None:
                 after_step(actions, rewards)
-            if infos:
-                info = dict(next(iter(infos.values())))
     finally:
         env.close()
-    return info
+    return next(iter(infos.values()), {})  # each agent's info is its own dict (``step``)
 
 
 __all__ = ["EnvConfig", "LeedTrafficEnv", "make_env", "play_episode"]

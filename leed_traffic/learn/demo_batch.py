@@ -208,8 +208,7 @@ class Demonstrations:
         demos = cls(agents, out, DemoBatch(obs, acts, counts, torch.ones(A, N)), gate=gate,
                     gamma=cfg.gamma, lam=cfg.gae_lambda, warm_gate=warm_gate, trust=trust, shared=shared)
         demos.window = cfg.expert_trust_window
-        quality = (dataset.metadata or {}).get("quality") or {}
-        delay = (quality.get("city") or {}).get("delay") if isinstance(quality, dict) else None
+        delay = (city_quality(dataset.metadata) or {}).get("delay")
         demos.demo_delay = float(delay) if delay is not None else None
         city_wins = city_beats_fixed(dataset.metadata)
         if shared and trust in ("mean", "measured") and city_wins is not None:
@@ -297,6 +296,13 @@ class Demonstrations:
         return float(np.mean(list(self.kept().values())))
 
 
+def city_quality(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The dataset's city-wide ``quality`` record (``demos.demo_quality``), or None without one."""
+    quality = (metadata or {}).get("quality")
+    city = quality.get("city") if isinstance(quality, dict) else None
+    return city if isinstance(city, dict) else None
+
+
 def city_beats_fixed(metadata: dict[str, Any] | None) -> bool | None:
     """Whether the demonstrations beat fixed time city-wide (the dataset's ``quality`` metadata
     written by ``leed-traffic demos``); None when the dataset has none.
@@ -306,10 +312,9 @@ def city_beats_fixed(metadata: dict[str, Any] | None) -> bool | None:
     fixed time (1.6 against 4.8 vehicles) with a higher delay (33.1 against 29.8 s), and two of
     three seeds cloned them and ended at 27.6 and 32.4 s where the third, which did not, reached
     19.1 (docs/learning.md, "Phase policy: RESCO maps")."""
-    quality = (metadata or {}).get("quality")
-    if not isinstance(quality, dict) or not isinstance(quality.get("city"), dict):
+    city = city_quality(metadata)
+    if city is None:
         return None
-    city = quality["city"]
     if city.get("delay") is not None and city.get("fixed_delay") is not None:
         return float(city["delay"]) <= float(city["fixed_delay"])
     return bool(city.get("beats_fixed", False))
