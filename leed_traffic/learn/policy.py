@@ -26,6 +26,18 @@ a few dozen signals.
 ``agents`` order; actors stay decentralized (execution needs only the own observation). The value
 function no longer treats the neighbours as a non-stationary part of the environment, at the price
 of an input that grows with the city.
+
+``PhasePolicy``'s centralized critic cannot concatenate (its weights must fit any city), so it sees
+the city through a fixed-size, permutation-invariant summary instead: per agent the mean and max of
+its phases' raw features, then the mean and max of those over all agents at the same time step
+(``city_context``, 4 x features). Raw features, not learned embeddings, because the trainer calls
+``critic_input`` once on the whole rollout and then samples each agent's minibatch at its own time
+columns: everything a value needs from the other agents must already sit in its own row. The value
+is the decentralized critic plus a city term, an MLP of [own pooled embeddings, city context]
+whose output layer starts at zero: a centralized policy starts as the decentralized one, and the
+two share every other weight, so a decentralized file (the shipped one) starts MAPPO with its actor
+*and* critic, and a MAPPO file serves zero-shot and fine-tunes as IPPO (the city term is dropped;
+``load_transferable``).
 """
 
 from __future__ import annotations
@@ -231,7 +243,8 @@ class PhasePolicy(nn.Module):
     ``PHASE_FEATURES`` features of the movements it serves, at any junction. The actor embeds
     each phase (MLP), appends the mean embedding of the junction's phases (the competition: a
     phase is worth serving relative to the others) and maps that to the phase's logit with a
-    second MLP; the critic pools its own phase embeddings (mean and max) into V(s). No agent id
+    second MLP; the critic pools its own phase embeddings (mean and max) into V(s) (with
+    ``centralized_critic``, MAPPO, plus a city term: see the module docstring). No agent id
     and no per-agent weights: the same parameters act at a T-junction with 2 phases and a
     crossing with 6, on a network the policy never saw (``pretrained``), and every intersection's
     data trains them (parameter sharing, the stability lever of issue 12). Phases beyond an
@@ -242,8 +255,11 @@ class PhasePolicy(nn.Module):
     """
 
     stacked = False
+    CITY_PREFIX = "critic_city."
+    """State-dict keys of the centralized critic's city term (absent from decentralized files)."""
 
-    def __init__(self, specs: list[AgentSpec], hidden: tuple[int, ...] = (64, 64)):
+    def __init__(self, specs: list[AgentSpec], hidden: tuple[int, ...] = (64, 64),
+                 centralized_critic: bool = False):
         super().__init__()
         from leed_traffic.observations import PHASE_FEATURES
 
@@ -255,7 +271,7 @@ class PhasePolicy(nn.Module):
                 f"agents {bad[:3]} have other observation sizes: set env.observation=phase")
         self.specs = {s.agent: s for s in specs}
         self.agents = [s.agent for s in specs]
-        self.share, self.centralized = True, False
+        self.share, self.centralized = True, bool(centralized_critic)
         self.max_actions = max(s.n_actions for s in specs)
         self.max_obs = self.max_actions * F
         self.obs_dims = [s.obs_dim for s in specs]
@@ -265,6 +281,10 @@ class PhasePolicy(nn.Module):
         self.actor_head = _mlp([2 * H, H, 1], 0.01)
         self.critic_embed = _mlp([F, *hidden], None)
         self.critic_head = _mlp([2 * H, H, 1], 1.0)
+        if self.centralized:
+            # created only here, so a decentralized policy's init (torch RNG draws) is unchanged;
+            # output layer 0: the centralized critic starts as the decentralized one
+            self.critic_city = _mlp([2 * H + 4 * F, H, 1], 0.0)
         valid = torch.zeros(len(specs), 1, self.max_actions, dtype=torch.bool)
         for i, s in enumerate(specs):
             valid[i, :, : s.n_actions] = True
@@ -280,8 +300,27 @@ class PhasePolicy(nn.Module):
         m = valid.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(-2) / m.sum(-2).clamp(min=1.0)
 
+    def _max(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Masked max over phases of [..., P, H] -> [..., H] (every agent has a phase)."""
+        return h.masked_fill(~valid.unsqueeze(-1), MASKED_LOGIT).max(-2).values
+
+    def city_context(self, padded: torch.Tensor) -> torch.Tensor:
+        """[A, B, max_obs] -> [B, 4 F]: mean and max over agents of each agent's (mean, max) raw
+        phase features at the same column. Fixed-size and invariant to the order of agents and
+        phases, so it exists on any city; ``padded`` must hold all agents of the same instants."""
+        valid = self.valid.expand(*padded.shape[:-1], -1)
+        x = self._phases(padded)
+        per_agent = torch.cat([self._pool(x, valid), self._max(x, valid)], -1)  # [A, B, 2F]
+        return torch.cat([per_agent.mean(0), per_agent.max(0).values], -1)
+
     def critic_input(self, padded: torch.Tensor, global_obs: torch.Tensor | None = None) -> torch.Tensor:
-        return padded
+        """Decentralized: the own observation. Centralized: [own observation, ``city_context``]
+        per (agent, column), so a minibatch may take each agent's rows at different columns.
+        (``global_obs``: ``MultiAgentPolicy``'s interface; unused.)"""
+        if not self.centralized:
+            return padded
+        ctx = self.city_context(padded).unsqueeze(0).expand(padded.shape[0], -1, -1)
+        return torch.cat([padded, ctx], -1)
 
     def logits(self, padded: torch.Tensor) -> torch.Tensor:
         valid = self.valid.expand(*padded.shape[:-1], -1)
@@ -294,11 +333,14 @@ class PhasePolicy(nn.Module):
         return Categorical(logits=self.logits(padded))
 
     def value(self, critic_in: torch.Tensor) -> torch.Tensor:
+        """[A, B, C] (from ``critic_input``) -> [A, B]."""
         valid = self.valid.expand(*critic_in.shape[:-1], -1)
-        h = self.critic_embed(self._phases(critic_in))
-        mean = self._pool(h, valid)
-        mx = h.masked_fill(~valid.unsqueeze(-1), -1e9).max(-2).values
-        return self.critic_head(torch.cat([mean, mx], -1)).squeeze(-1)
+        h = self.critic_embed(self._phases(critic_in[..., : self.max_obs]))
+        own = torch.cat([self._pool(h, valid), self._max(h, valid)], -1)
+        v = self.critic_head(own)
+        if self.centralized:
+            v = v + self.critic_city(torch.cat([own, critic_in[..., self.max_obs:]], -1))
+        return v.squeeze(-1)
 
     act_padded = MultiAgentPolicy.act_padded
     act_batch = MultiAgentPolicy.act_batch
@@ -310,6 +352,16 @@ class PhasePolicy(nn.Module):
     def transferable_state(self) -> dict[str, torch.Tensor]:
         """The weights, which fit any set of agents (what ``pretrained`` files hold)."""
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+    def load_transferable(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a phase policy's weights (a pretrained file, a run's policy.pt) whatever its critic:
+        a decentralized file into a centralized policy leaves the city term at its fresh init
+        (output 0: V starts as the file's critic), a centralized file into a decentralized policy
+        drops it. Anything else must match exactly (``load_state_dict``'s errors)."""
+        own = self.state_dict()
+        state = {k: v for k, v in state.items() if k in own or not k.startswith(self.CITY_PREFIX)}
+        fresh = [k for k in own if k not in state and k.startswith(self.CITY_PREFIX)]
+        self.load_state_dict({**state, **{k: own[k] for k in fresh}})
 
 
 class PhaseActor(nn.Module):
@@ -344,9 +396,8 @@ def build_policy(spec: "EnvSpec", config: "TrainConfig") -> MultiAgentPolicy | P
     replaced by that file's (``pretrained``: the shipped policy; fine-tuning starts there)."""
     specs = [AgentSpec(a, spec.obs_dims[a], spec.n_actions[a]) for a in spec.agents]
     if config.policy == "phase":
-        if config.use_centralized_critic:
-            raise ValueError("the phase policy has a decentralized critic; use algo ippo/leed/reled/bc, not mappo")
-        policy: MultiAgentPolicy | PhasePolicy = PhasePolicy(specs, config.hidden_sizes)
+        policy: MultiAgentPolicy | PhasePolicy = PhasePolicy(specs, config.hidden_sizes,
+                                                             config.use_centralized_critic)
     else:
         policy = MultiAgentPolicy(specs, config.hidden_sizes, config.share_parameters,
                                   config.use_centralized_critic)
@@ -355,7 +406,7 @@ def build_policy(spec: "EnvSpec", config: "TrainConfig") -> MultiAgentPolicy | P
 
         if not isinstance(policy, PhasePolicy):
             raise ValueError("init_policy needs train.policy=phase (only the phase policy transfers between networks)")
-        policy.load_state_dict(load_weights(config.init_policy, config.hidden_sizes))
+        policy.load_transferable(load_weights(config.init_policy, config.hidden_sizes))
     return policy
 
 

@@ -219,7 +219,7 @@ class PretrainedController(PolicyController):
                                 "the pretrained policy needs env.observation=phase.")
             specs.append(AgentSpec(a, n, n // PHASE_FEATURES))
         policy = PhasePolicy(specs, tuple(self.meta["hidden_sizes"]))
-        policy.load_state_dict(self.weights)
+        policy.load_transferable(self.weights)  # a MAPPO file too: serving needs only the actor
         self.policy = policy.eval()
         self.agents = list(policy.agents)
 
