@@ -98,7 +98,7 @@ RESCO_MAPS = cologne1,cologne3,cologne8,ingolstadt1,ingolstadt7,grid4x4,arterial
 bench-learning: setup
 	$(PHASE_LEARN) --cities helsinki --algos ippo,leed-mp,leed-random,leed-llm --runs runs/bench-learning-phase-hel \
 		--section "Phase policy: helsinki, 25 episodes, max green" --tag phel
-	$(PHASE_LEARN) --cities $(RESCO_MAPS) --algos ippo,leed-mp,leed-random --reward queue-backlog \
+	$(PHASE_LEARN) --cities $(RESCO_MAPS) --algos ippo,mappo,leed-mp,leed-random --reward queue-backlog \
 		--runs runs/bench-learning-phase-resco --tag presco \
 		--section "Phase policy: RESCO maps, 25 episodes, max green, reward queue-backlog"
 

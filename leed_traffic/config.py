@@ -133,6 +133,15 @@ class EvalSection:
     """Write report.md / report.html after the evaluation."""
 
 
+PHASE_LEARNING_RATE = 1e-3
+"""The experiments' Adam step size (``TrainConfig`` keeps CleanRL's 3e-4). One update per
+episode gives a 25-episode run only 400 Adam steps: at 3e-4 the shared phase policy barely moves
+(approximate KL ~1e-4 per update); on cologne8's training seeds IPPO ended at 33.7-46.7 s with
+3e-4 and 24.2-25.5 s with 1e-3 (docs/leed.md "Passing the teacher")."""
+PHASE_LABEL_SMOOTHING = 0.2
+"""The experiments' ``expert_label_smoothing``: clones keep exploring (docs/leed.md)."""
+
+
 @dataclass
 class ExperimentConfig:
     """Everything one ``leed-traffic train`` (or one benchmark run) does."""
@@ -140,11 +149,15 @@ class ExperimentConfig:
     scenario: ScenarioSection = field(default_factory=ScenarioSection)
     env: EnvSection = field(default_factory=EnvSection)
     demos: DemosSection = field(default_factory=DemosSection)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(policy="phase"))
-    """``TrainConfig``'s defaults, except the network: experiments train the shared phase policy
-    (one actor-critic for every intersection; it learns faster and more stably than per-agent
-    MLPs and transfers between cities: docs/leed.md "The phase policy"). ``TrainConfig`` itself
-    keeps ``mlp``, what every run before it used (their config.json files repeat as they ran)."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        policy="phase", learning_rate=PHASE_LEARNING_RATE, expert_label_smoothing=PHASE_LABEL_SMOOTHING))
+    """``TrainConfig``'s defaults, except the network and two settings measured with it:
+    experiments train the shared phase policy (one actor-critic for every intersection; it learns
+    faster and more stably than per-agent MLPs and transfers between cities: docs/leed.md "The
+    phase policy"), with Adam at ``PHASE_LEARNING_RATE`` and a label-smoothed expert loss
+    (``PHASE_LABEL_SMOOTHING``; docs/leed.md "Passing the teacher"). ``TrainConfig`` itself keeps
+    ``mlp``, 3e-4 and no smoothing, what every run before them used (their config.json files
+    repeat as they ran)."""
     eval: EvalSection = field(default_factory=EvalSection)
 
     SECTIONS = ("scenario", "env", "demos", "train", "eval")
@@ -160,8 +173,9 @@ class ExperimentConfig:
         if "experiment" in d and isinstance(d["experiment"], dict):  # a run's config.json
             d = d["experiment"]
             train = d.get("train")
-            if isinstance(train, dict) and "policy" not in train:  # a run from before the phase policy
-                d = {**d, "train": {**train, "policy": "mlp"}}
+            if isinstance(train, dict):  # settings a run recorded before they existed ran as TrainConfig's
+                before = {k: getattr(TrainConfig, k) for k in ("policy", "expert_label_smoothing") if k not in train}
+                d = {**d, "train": {**before, **train}}
         for name in cls.SECTIONS:
             values = d.get(name)
             if values is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from leed_traffic.config import ExperimentConfig
+from leed_traffic.config import PHASE_LABEL_SMOOTHING, PHASE_LEARNING_RATE, ExperimentConfig
 from leed_traffic.env import EnvConfig
 from leed_traffic.errors import UserError
 from leed_traffic.learn.config import TrainConfig
@@ -16,7 +16,9 @@ from leed_traffic.learn.config import TrainConfig
 
 def test_defaults_come_from_the_owning_dataclasses():
     cfg = ExperimentConfig()
-    assert cfg.train == TrainConfig(policy="phase")
+    assert cfg.train == TrainConfig(policy="phase", learning_rate=PHASE_LEARNING_RATE,
+                                    expert_label_smoothing=PHASE_LABEL_SMOOTHING)
+    assert (TrainConfig().learning_rate, TrainConfig().expert_label_smoothing) == (3e-4, 0.0)
     assert cfg.env.reward == EnvConfig().reward and cfg.env.min_green == EnvConfig().min_green
     assert cfg.env.max_green == EnvConfig().max_green and cfg.env.delta_time == EnvConfig().delta_time
     # the deliberate differences: experiments enforce max green, the library env (sumo-rl's rule)
@@ -29,6 +31,11 @@ def test_defaults_come_from_the_owning_dataclasses():
     # a run's config.json from before the phase policy repeats with per-agent MLPs
     old = {"experiment": {"env": {"observation": "default"}, "train": {"algo": "ippo"}}}
     assert ExperimentConfig.from_dict(old).validate().train.policy == "mlp"
+    # ... and one from before label smoothing (its config.json has every other field) without it
+    recorded = ExperimentConfig().to_dict()
+    del recorded["train"]["expert_label_smoothing"]
+    again = ExperimentConfig.from_dict({"experiment": recorded}).validate().train
+    assert again.expert_label_smoothing == 0.0 and again.learning_rate == PHASE_LEARNING_RATE
 
 
 def test_toml_then_set_overrides(tmp_path):

@@ -23,6 +23,25 @@ def test_expert_loss_is_negative_mean_log_likelihood() -> None:
     assert float(masked) == pytest.approx(-math.log(0.75) / 2)
 
 
+def test_label_smoothed_expert_loss_spreads_eps_over_the_legal_phases_only() -> None:
+    # phases: p = (0.75, 0.25, masked); eps = 0.2 over the 2 legal phases
+    from leed_traffic.learn.policy import MASKED_LOGIT
+
+    logits = torch.tensor([[math.log(3.0), 0.0, MASKED_LOGIT]])
+    actions = torch.tensor([0])
+    want = -(0.8 * math.log(0.75) + 0.2 * (math.log(0.75) + math.log(0.25)) / 2)
+    assert float(expert_loss(logits, actions, smoothing=0.2)) == pytest.approx(want)
+    assert float(expert_loss(logits, actions, smoothing=0.0)) == pytest.approx(-math.log(0.75))
+    # its minimiser keeps entropy: the optimum of a free 2-phase softmax is (1 - eps/2, eps/2)
+    z = torch.zeros(1, 2, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=0.1)
+    for _ in range(600):
+        opt.zero_grad()
+        expert_loss(z, torch.tensor([0]), smoothing=0.2).sum().backward()
+        opt.step()
+    assert torch.softmax(z, -1)[0, 1].item() == pytest.approx(0.1, abs=1e-3)
+
+
 def test_ppo_loss_hand_values_and_mix() -> None:
     old = torch.log(torch.tensor([0.5, 0.5]))
     new = torch.log(torch.tensor([0.75, 0.5]))  # ratios 1.5 (clipped to 1.2) and 1.0

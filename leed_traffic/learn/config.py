@@ -125,7 +125,9 @@ class TrainConfig:
     id appended, actions beyond an agent's own count masked. Fewer parameters and more data per
     parameter (large cities), at the cost of interference between unlike intersections."""
     centralized_critic: bool | None = None
-    """Critic over all agents' observations concatenated (MAPPO). None = True for ``mappo`` only."""
+    """Critic that sees the whole city (MAPPO): all agents' observations concatenated for the
+    ``mlp`` policy, a city-wide summary for the ``phase`` policy (``PhasePolicy.city_context``).
+    None = True for ``mappo`` only."""
 
     # --- expert loss (LEED) ----------------------------------------------------------------------
     expert_weight_mode: str = "similarity"
@@ -163,6 +165,13 @@ class TrainConfig:
     """Adam step size of the warm start (its own optimizer; PPO's state is untouched)."""
     bc_pretrain_batch: int = 256
     """Demo rows per agent per warm-start step."""
+    expert_label_smoothing: float = 0.0
+    """eps of the expert loss (the warm start's and the mixed loss's): the target is the
+    demonstrated phase with 1 - eps and the junction's legal phases uniformly with eps
+    (``loss.expert_loss``). 0 = plain cross-entropy (every run before 2026-12-01). Why: a clone
+    of a deterministic demonstrator has entropy ~0 (max-pressure on the RESCO maps: 0.02), so
+    PPO samples only the demonstrator's phase, its gradients vanish (approximate KL ~1e-5 per
+    update) and the teacher becomes a ceiling; a smoothed clone still tries the other phases."""
     bc_pretrain_margin: float = 0.05
     """With ``expert_trust=measured`` and demonstrations that record their honest delay, the warm
     start waits until the first update and clones only if the demonstrations' delay is at least

@@ -403,7 +403,7 @@ def warm_start(policy: MultiAgentPolicy, demos: Demonstrations, cfg: "TrainConfi
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.bc_pretrain_lr, eps=1e-5)
     for _ in range(cfg.bc_pretrain_steps):
         obs, actions, _ = demos.sample(cfg.bc_pretrain_batch)
-        le = expert_loss(policy.logits(obs), actions)
+        le = expert_loss(policy.logits(obs), actions, smoothing=cfg.expert_label_smoothing)
         opt.zero_grad()
         (le * has).sum().backward()
         clip_grad_norm_per_agent(policy, cfg.max_grad_norm)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from leed_traffic.learn.policy import MASKED_LOGIT
+
 
 @dataclass
 class PPOTerms:
@@ -63,14 +65,24 @@ def ppo_loss(
 
 
 def expert_loss(
-    logits: torch.Tensor, expert_actions: torch.Tensor, sample_weight: torch.Tensor | None = None
+    logits: torch.Tensor, expert_actions: torch.Tensor, sample_weight: torch.Tensor | None = None,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """-mean_j m_j log pi(a_e,j | o_e,j); m_j = 1 unless RELED masks the sample.
+    """-mean_j m_j [(1 - eps) log pi(a_e,j | o_e,j) + eps mean_{legal a} log pi(a | o_e,j)].
 
-    The mean is over all samples (not over the unmasked ones), so masking shrinks the loss in
-    proportion to the fraction of states where the expert is no longer better.
+    m_j = 1 unless a gate or RELED masks the sample. The mean is over all samples (not over the
+    unmasked ones), so masking shrinks the loss in proportion to the fraction of states where the
+    expert is no longer better. ``smoothing`` (eps, ``TrainConfig.expert_label_smoothing``) is
+    label smoothing over the legal phases (logits above ``MASKED_LOGIT / 2``): the clone's target
+    keeps eps of its mass spread over every phase, so its entropy cannot collapse to 0 and PPO
+    still samples (and can learn from) the phases the demonstrator never chose.
     """
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, expert_actions.long()[..., None]).squeeze(-1)
+    logsm = torch.log_softmax(logits, dim=-1)
+    logp = logsm.gather(-1, expert_actions.long()[..., None]).squeeze(-1)
+    if smoothing > 0.0:
+        legal = (logits > MASKED_LOGIT / 2).float()
+        uniform = (logsm * legal).sum(-1) / legal.sum(-1).clamp(min=1.0)
+        logp = (1.0 - smoothing) * logp + smoothing * uniform
     if sample_weight is not None:
         logp = logp * sample_weight
     return -logp.mean(-1)

@@ -337,7 +337,7 @@ class Trainer:
                         logs[k].append(float(getattr(terms, k).detach().mean()))
                 if imitate:
                     o_e, a_e, mask = demos.sample(eb, masked=algo.masks_demos)
-                    le = expert_loss(self.policy.logits(o_e), a_e, mask)
+                    le = expert_loss(self.policy.logits(o_e), a_e, mask, smoothing=cfg.expert_label_smoothing)
                     has = w > 0
                     logs["expert_loss"].append(float(le.detach()[has].mean()) if has.any() else 0.0)
                     loss = algo.combine(loss, le, w)
