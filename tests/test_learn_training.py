@@ -125,3 +125,17 @@ def test_bc_warm_start_imitates_before_any_rollout(tmp_path: Path) -> None:
     run0 = train(cold, tmp_path / "cold", demos=expert_demos(), env_factory=FakeFactory())
     assert not (run0 / "pretrain.json").exists()
     assert run_controller(load_policies(run)) > run_controller(load_policies(run0)) + 0.2
+
+
+def test_a_smoothed_clone_follows_the_expert_and_keeps_exploring(tmp_path: Path) -> None:
+    """expert_label_smoothing: the warm start still reproduces the expert's choices under argmax,
+    but the policy PPO then samples from keeps entropy (the plain clone collapses towards 0)."""
+    slow = {**FAST, "learning_rate": 3e-4}
+    entropy, agreement = {}, {}
+    for eps in (0.0, 0.2):
+        cfg = TrainConfig(algo="leed", total_env_steps=20, bc_pretrain_steps=300, expert_label_smoothing=eps, **slow)
+        run = train(cfg, tmp_path / f"ls{eps}", demos=expert_demos(), env_factory=FakeFactory())
+        agreement[eps] = json.loads((run / "pretrain.json").read_text())["action_agreement"]["after"]
+        entropy[eps] = float(next(csv.DictReader(open(run / "updates.csv")))["entropy"])
+    assert agreement[0.0] > 0.9 and agreement[0.2] > 0.9
+    assert entropy[0.2] > 2 * entropy[0.0] and entropy[0.2] > 0.3

@@ -102,6 +102,19 @@ class PhaseFactory:
         return PhaseFake()
 
 
+def hit_rate(ctrl, episodes: int = 5) -> float:
+    """Share of the fake env's rewarded decisions a controller makes over a few episodes."""
+    env = PhaseFake()
+    hits = n = 0
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=500 + ep)
+        while env.agents:
+            obs, rew, *_ = env.step(ctrl(obs))
+            hits += sum(rew.values())
+            n += len(rew)
+    return hits / n
+
+
 def test_phase_policy_trains_and_fine_tunes_from_a_file(tmp_path: Path) -> None:
     fast = dict(progress=False, ent_coef=0.0, learning_rate=1e-2, checkpoint_interval=1000, policy="phase",
                 hidden_sizes=(16, 16))
@@ -110,15 +123,7 @@ def test_phase_policy_trains_and_fine_tunes_from_a_file(tmp_path: Path) -> None:
     run.write_config({"experiment": {"train": TrainConfig(algo="ippo", **fast).to_dict()},
                       "env": result.spec.to_dict()})
     ctrl = load_policies(run.path)
-    env = PhaseFake()
-    hits = n = 0
-    for ep in range(5):
-        obs, _ = env.reset(seed=500 + ep)
-        while env.agents:
-            obs, rew, *_ = env.step(ctrl(obs))
-            hits += sum(rew.values())
-            n += len(rew)
-    assert hits / n > 0.6, "random is 0.36"
+    assert hit_rate(ctrl) > 0.6, "random is 0.36"
     # the run's policy.pt starts another run (any network): the first rollout acts like it
     tuned = RunDir(tmp_path / "tuned")
     cfg = TrainConfig(algo="ippo", total_env_steps=20, init_policy=str(run.path), **fast)
