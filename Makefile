@@ -27,7 +27,7 @@ help:
 	@echo "make build CITY=...        build a city's network and scenario"
 	@echo "make evaluate CITY=...     evaluate every classical controller on held-out seeds"
 	@echo "make bench                 env throughput, demonstration cost, training-loop throughput -> docs/benchmarks.md"
-	@echo "make bench-learning        learning results (about 2 h) -> docs/learning.md"
+	@echo "make bench-learning        learning results (about 2 h) -> docs/learning.md (+ its overview table)"
 	@echo "make bench-scaling         rollout throughput, 1-2 workers per backend + a 2-node Ray cluster -> docs/benchmarks.md"
 
 setup: $(STAMP)
@@ -101,6 +101,7 @@ bench-learning: setup
 	$(PHASE_LEARN) --cities $(RESCO_MAPS) --algos ippo,mappo,leed-mp,leed-random --reward queue-backlog \
 		--runs runs/bench-learning-phase-resco --tag presco \
 		--section "Phase policy: RESCO maps, 25 episodes, max green, reward queue-backlog"
+	$(PY) benchmarks/learning_overview.py --runs runs/bench-learning-phase-hel runs/bench-learning-phase-resco
 
 bench-learning-mlp: setup
 	$(BENCH_LEARN) --cities cologne8 --episodes 100 --reward queue --runs runs/bench-learning-c8q \

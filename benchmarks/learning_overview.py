@@ -46,10 +46,12 @@ def overview(runs_dirs: list[Path]) -> tuple[str, list[str]]:
     for runs in runs_dirs:
         for city_path in sorted(p for p in runs.iterdir() if (p / "classical").is_dir()):
             city = city_path.name
-            algos = [a for a in LEARNERS if any(city_path.glob(f"{a}-s*"))]
-            seeds = sorted({int(p.name.rsplit("-s", 1)[1]) for a in algos for p in city_path.glob(f"{a}-s*")})
             args = argparse.Namespace(runs=runs, seconds=None)
-            data = bl.collect(args, [city], algos, seeds)
+            data = []  # finished runs only (trained and evaluated); one still running is left out
+            for algo in LEARNERS:
+                for rd in sorted(city_path.glob(f"{algo}-s*")):
+                    if (rd / "evaluation" / "done.json").exists():
+                        data += bl.collect(args, [city], [algo], [int(rd.name.rsplit("-s", 1)[1])])
             n_agents = next((r["n_agents"] for r in data if "n_agents" in r), "?")
             best = best_classical(runs, city)
 
