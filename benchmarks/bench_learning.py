@@ -448,19 +448,14 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
                 "RESCO (SUMO 1.9, best train ep.)", "ANCHORS (SUMO 1.28)"]
         table = []
         cls = eval_value_frame(city_dir(args.runs, city) / "classical" / "metrics.csv")
-        best_classical = None
+        best = best_classical(cls)
         resco = RESCO.get(city, {})
         anch = ANCHORS.get(city, {})
         if cls is not None:
-            from leed_traffic.evaluate import ALL_CLASSICAL, ENV_DECIDING, MAX_GREEN_SUFFIX
-
-            for name in [*ALL_CLASSICAL, *(n + MAX_GREEN_SUFFIX for n in ENV_DECIDING)]:
+            for name in classical_names():
                 d = cls[cls["controller"] == name]
                 if d.empty:
                     continue
-                md = float(d["mean_delay"].mean())
-                if best_classical is None or md < best_classical[1]:
-                    best_classical = (name, md)
                 table.append([name, pm(list(d["mean_delay"])), pm(list(d["resco_delay"])),
                               fmt(float(d["never_inserted"].mean()), ".0f"), "", str(len(d)),
                               fmt(resco.get("fixed")) if name == "fixed" else "",
@@ -561,10 +556,10 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
                         "met" if m <= GOAL_STEP_RATIO else "**MISSED**")
                 goals.append(f"{city} {name}: reaches IPPO's final training delay at {v}")
             ev = [r["eval_mean_delay"] for r in rs if "eval_mean_delay" in r]
-            if ev and best_classical:
+            if ev and best:
                 m = mean_std(ev)[0]
-                goals.append(f"{city} {name}: final policy {m:.1f} s vs best classical {best_classical[0]} "
-                             f"{best_classical[1]:.1f} s: " + ("beats it" if m < best_classical[1] else "**MISSED**"))
+                goals.append(f"{city} {name}: final policy {m:.1f} s vs best classical {best[0]} "
+                             f"{best[1]:.1f} s: " + ("beats it" if m < best[1] else "**MISSED**"))
     if scal_rows:
         out.append("### Scalability")
         head = ["city", "agents", "algo", "seeds", "final delay s/veh (eval)", "training wall s", "env steps",
@@ -582,6 +577,26 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
         out.append(markdown_table(head, table, "lrlrrrrr"))
     out.append("### Goals\n\n" + ("\n".join(f"- {g}" for g in goals) if goals else "- nothing to judge yet"))
     return "\n\n".join(out)
+
+
+def classical_names() -> list[str]:
+    """The classical controllers, then the env-deciding ones under max green, in report order."""
+    from leed_traffic.evaluate import ALL_CLASSICAL, ENV_DECIDING, MAX_GREEN_SUFFIX
+
+    return [*ALL_CLASSICAL, *(n + MAX_GREEN_SUFFIX for n in ENV_DECIDING)]
+
+
+def best_classical(cls) -> tuple[str, float, float] | None:
+    """(name, mean, std over episodes) of the classical controller with the lowest mean delay in
+    a city's classical metrics frame (None without one)."""
+    if cls is None:
+        return None
+    best = None
+    for name in classical_names():
+        d = cls[cls["controller"] == name]["mean_delay"]
+        if not d.empty and (best is None or d.mean() < best[1]):
+            best = (name, float(d.mean()), float(d.std(ddof=0)))
+    return best
 
 
 def eval_value_frame(csv: Path):
