@@ -136,7 +136,7 @@ class EvalSection:
 PHASE_LEARNING_RATE = 1e-3
 """The experiments' Adam step size (``TrainConfig`` keeps CleanRL's 3e-4). One update per
 episode gives a 25-episode run only 400 Adam steps: at 3e-4 the shared phase policy barely moves
-(approximate KL ~1e-4 per update); on cologne8's training seeds IPPO ended at 33.7-46.7 s with
+(approximate KL 1e-5 to 1e-3 per update on cologne8); on cologne8's training seeds IPPO ended at 33.7-46.7 s with
 3e-4 and 24.2-25.5 s with 1e-3 (docs/leed.md "Passing the teacher")."""
 PHASE_LABEL_SMOOTHING = 0.2
 """The experiments' ``expert_label_smoothing``: clones keep exploring (docs/leed.md)."""
