@@ -308,6 +308,19 @@ def eval_value(csv: Path, argmax: bool = False) -> dict | None:
             "episodes": len(df)}
 
 
+def deployed(rd: Path, row: dict) -> dict:
+    """The run's deployed mode (chosen on its training seeds, ``pipeline.select_mode``) and that
+    mode's held-out values as ``evald_*``: the headline number. Runs from before 2026-12-02 have
+    no validation and deploy the sampled policy."""
+    from leed_traffic.rundir import RunDir
+
+    mode = RunDir(rd).deployed_mode() if (rd / "config.json").exists() else "sampled"
+    pre = "eval_" if mode == "sampled" else "evala_"
+    out: dict[str, Any] = {"deploy_mode": mode}
+    out.update({"evald_" + k[len(pre):]: v for k, v in row.items() if k.startswith(pre)})
+    return out
+
+
 def collect(args, cities: list[str], algos: list[str], seeds: list[int]) -> list[dict]:
     rows = []
     for city in cities:
@@ -323,6 +336,7 @@ def collect(args, cities: list[str], algos: list[str], seeds: list[int]) -> list
                 ev = eval_value(rd / "evaluation" / "metrics.csv", argmax=True)
                 if ev:
                     row.update({f"evala_{k}": v for k, v in ev.items()})
+                row.update(deployed(rd, row))
                 curve = load_curve(rd)
                 if curve is not None:
                     last = curve.iloc[-1]
@@ -443,8 +457,8 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
         scen = build_scenario(city)
         out.append(f"### {city} ({scen.n_agents} agents, {crow[0]['delta_time'] if crow else '?'} s decisions)")
         # ---- final policies
-        head = ["controller", "delay s/veh (honest)", "delay, RESCO's rule", "never inserted",
-                "argmax actions: delay (never ins.)", "n",
+        head = ["controller", "deployed: delay s/veh (honest) [seeds]", "sampled: delay", "delay, RESCO's rule",
+                "never inserted", "argmax actions: delay (never ins.)", "n",
                 "RESCO (SUMO 1.9, best train ep.)", "ANCHORS (SUMO 1.28)"]
         table = []
         cls = eval_value_frame(city_dir(args.runs, city) / "classical" / "metrics.csv")
@@ -456,28 +470,32 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
                 d = cls[cls["controller"] == name]
                 if d.empty:
                     continue
-                table.append([name, pm(list(d["mean_delay"])), pm(list(d["resco_delay"])),
+                table.append([name, pm(list(d["mean_delay"])), "", pm(list(d["resco_delay"])),
                               fmt(float(d["never_inserted"].mean()), ".0f"), "", str(len(d)),
                               fmt(resco.get("fixed")) if name == "fixed" else "",
                               anch.get(name, "")])
         for name in algos:
             rs = [r for r in crow if r["algo"] == name and "eval_mean_delay" in r]
             if not rs:
-                table.append([name, "not run", "", "", "", "0", "", ""])
+                table.append([name, "not run", "", "", "", "", "0", "", ""])
                 continue
             ref = ""
             if name == "ippo" and resco:
                 ref = f"IPPO {resco['IPPO']:.2f} (IDQN {resco['IDQN']:.2f})"
-            table.append([f"**{name}**", pm([r["eval_mean_delay"] for r in rs]),
+            dep = [r.get("evald_mean_delay", float("nan")) for r in rs]
+            seeds_s = ", ".join(f"{fmt(d)}{'' if r['deploy_mode'] == 'sampled' else ' a'}" for d, r in zip(dep, rs))
+            table.append([f"**{name}**", f"{pm(dep)} [{seeds_s}]", pm([r["eval_mean_delay"] for r in rs]),
                           pm([r["eval_resco_delay"] for r in rs]),
                           fmt(mean_std([r["eval_never_inserted"] for r in rs])[0], ".0f"),
                           pm([r.get("evala_mean_delay", float("nan")) for r in rs]) + " ("
                           + fmt(mean_std([r.get("evala_never_inserted", float("nan")) for r in rs])[0], ".0f") + ")",
                           f"{len(rs)} seed(s) × {rs[0]['eval_episodes']}", ref, ""])
-        out.append(markdown_table(head, table, "lrrrrrrl"))
-        out.append("Learners: the final policy sampling its actions (seeded per episode), the package's "
-                   "default evaluation and the headline number; the \"argmax actions\" column evaluates the "
-                   "same policy taking its most likely phase (`leed-traffic evaluate --argmax`).")
+        out.append(markdown_table(head, table, "lrrrrrrrl"))
+        out.append("Learners: the headline is each seed's deployed mode, chosen before the held-out episodes on "
+                   "two episodes of its own training seeds (sampled or argmax, the lower delay; `a` marks a seed "
+                   "that deployed argmax); \"sampled\" is the policy drawing its actions as PPO trained it "
+                   "(seeded per episode), \"argmax actions\" the same policy taking its most likely phase "
+                   "(`leed-traffic evaluate --sampled` / `--argmax`).")
         # ---- sample efficiency
         ippo = [r for r in crow if r["algo"] == "ippo" and "train_final_delay" in r]
         target = mean_std([r["train_final_delay"] for r in ippo])[0] if ippo else None
@@ -555,10 +573,10 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
                     v = f"{m:.2f}× IPPO's steps (goal ≤ {GOAL_STEP_RATIO:.2f}): " + (
                         "met" if m <= GOAL_STEP_RATIO else "**MISSED**")
                 goals.append(f"{city} {name}: reaches IPPO's final training delay at {v}")
-            ev = [r["eval_mean_delay"] for r in rs if "eval_mean_delay" in r]
+            ev = [r["evald_mean_delay"] for r in rs if "evald_mean_delay" in r]
             if ev and best:
                 m = mean_std(ev)[0]
-                goals.append(f"{city} {name}: final policy {m:.1f} s vs best classical {best[0]} "
+                goals.append(f"{city} {name}: final policy (deployed) {m:.1f} s vs best classical {best[0]} "
                              f"{best[1]:.1f} s: " + ("beats it" if m < best[1] else "**MISSED**"))
     if scal_rows:
         out.append("### Scalability")
@@ -571,7 +589,7 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
                 if not rs:
                     continue
                 table.append([city, str(rs[0].get("n_agents", "?")), name, str(len(rs)),
-                              pm([r.get("eval_mean_delay", float("nan")) for r in rs]),
+                              pm([r.get("evald_mean_delay", float("nan")) for r in rs]),
                               pm([r["train_wall_s"] for r in rs], ".0f"), str(rs[0]["env_steps"]),
                               fmt(mean_std([r["train_wall_s"] / max(r["episodes"], 1) for r in rs])[0], ".1f")])
         out.append(markdown_table(head, table, "lrlrrrrr"))

@@ -25,8 +25,9 @@ LEARNERS = ("ippo", "mappo", "leed-mp", "leed-random", "leed-llm")
 
 def overview(runs_dirs: list[Path]) -> tuple[str, list[str]]:
     """The overview table and one line per map on issue 12's targets."""
-    head = ["map (agents)", "best classical", "IPPO (argmax)", "MAPPO (argmax)", "LEED-mp [seeds] (argmax)",
-            "LEED-random", "LEED-llm", "LEED-mp / best: mean, worst seed", "LEED-mp steps / IPPO's"]
+    head = ["map (agents)", "best classical", "IPPO (sampled / argmax)", "MAPPO (sampled / argmax)",
+            "LEED-mp [seeds] (sampled / argmax)", "LEED-random", "LEED-llm", "LEED-mp / best: mean, worst seed",
+            "LEED-mp steps / IPPO's"]
     rows, notes = [], []
     for runs in runs_dirs:
         for city_path in sorted(p for p in runs.iterdir() if (p / "classical").is_dir()):
@@ -40,18 +41,19 @@ def overview(runs_dirs: list[Path]) -> tuple[str, list[str]]:
             n_agents = next((r["n_agents"] for r in data if "n_agents" in r), "?")
             best = bl.best_classical(bl.eval_value_frame(bl.city_dir(runs, city) / "classical" / "metrics.csv"))
 
-            def vals(algo: str, key: str = "eval_mean_delay") -> list[float]:
+            def vals(algo: str, key: str = "evald_mean_delay") -> list[float]:
                 return [r[key] for r in data if r["algo"] == algo and key in r]
 
-            def cell(algo: str, seeds_too: bool = False, argmax: bool = True) -> str:
+            def cell(algo: str, seeds_too: bool = False, modes: bool = True) -> str:
                 v = vals(algo)
                 if not v:
                     return "–"
                 s = bl.pm(v)
                 if seeds_too:
-                    s += " [" + ", ".join(f"{x:.1f}" for x in v) + "]"
-                if argmax and vals(algo, "evala_mean_delay"):
-                    s += f" (argmax {bl.pm(vals(algo, 'evala_mean_delay'))})"
+                    s += " [" + ", ".join(f"{x:.1f}{'' if r['deploy_mode'] == 'sampled' else ' a'}" for x, r in
+                                          zip(v, [r for r in data if r["algo"] == algo and "evald_mean_delay" in r])) + "]"
+                if modes and vals(algo, "evala_mean_delay"):
+                    s += f" ({bl.pm(vals(algo, 'eval_mean_delay'))} / {bl.pm(vals(algo, 'evala_mean_delay'))})"
                 return s
 
             mp = vals("leed-mp")
@@ -73,7 +75,7 @@ def overview(runs_dirs: list[Path]) -> tuple[str, list[str]]:
                     steps = "not reached"
             best_s = f"{best[0]} {best[1]:.1f} ± {best[2]:.1f}" if best else "–"
             rows.append([f"{city} ({n_agents})", best_s, cell("ippo"), cell("mappo"), cell("leed-mp", True),
-                         cell("leed-random", argmax=False), cell("leed-llm", argmax=False), ratio, steps])
+                         cell("leed-random", modes=False), cell("leed-llm", modes=False), ratio, steps])
             if mp and best:
                 ippo = vals("ippo")
                 worse = [a for a in ("leed-random", "leed-llm") if vals(a) and ippo and
@@ -94,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     table, notes = overview(args.runs)
     body = (f"From the runs in {', '.join(f'`{r}`' for r in args.runs)} (`python benchmarks/learning_overview.py "
             f"--runs {' '.join(str(r) for r in args.runs)}`). Mean delay s/vehicle (honest) of the final policies, "
-            "sampled as trained (argmax in brackets), ± over training seeds (learners) or held-out episodes "
-            "(classical); LEED-mp's seeds in square brackets; steps = env steps LEED-mp needs to reach IPPO's "
+            "in their deployed mode (sampled or argmax, chosen per run on two episodes of its training seeds before "
+            "the held-out ones; `a` = argmax), the sampled and argmax policies' own values in brackets, ± over "
+            "training seeds (learners) or held-out episodes (classical); LEED-mp's seeds in square brackets; steps = env steps LEED-mp needs to reach IPPO's "
             "final training delay, over IPPO's.\n\n" + table + "\n\n" + "\n".join(f"- {n}" for n in notes))
     print(body)
     write_section(args.out / "learning.md", SECTION, body, doc_title=bl.DOC_TITLE)

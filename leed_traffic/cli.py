@@ -146,7 +146,9 @@ def evaluate(
     seconds: Optional[int] = typer.Option(None, min=1, help="Episode length (default: the scenario's)."),
     seed: Optional[int] = typer.Option(None, help="First seed (default: the scenario's held-out seeds)."),
     run: Optional[Path] = typer.Option(None, help="Training run directory (for --controller policy)."),
-    argmax: bool = typer.Option(False, "--argmax", help="Policy takes its most likely phase instead of sampling."),
+    argmax: bool = typer.Option(False, "--argmax", help="Policy takes its most likely phase (default: the run's "
+                                "deployed mode, chosen on its training seeds; pretrained: sampled)."),
+    sampled: bool = typer.Option(False, "--sampled", help="Policy samples its phase, as PPO trained it."),
     pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Pretrained-policy file for --controller "
                                               "pretrained (default: the one shipped with leed-traffic)."),
     out: Path = typer.Option(Path("runs/evaluate"), help="Writes OUT/metrics.csv."),
@@ -155,8 +157,11 @@ def evaluate(
     from leed_traffic.controllers import get_controller
     from leed_traffic.evaluate import ALL_CLASSICAL, evaluate as run_eval, summarize
 
+    if argmax and sampled:
+        raise UserError("Pass --argmax or --sampled, not both (neither: the run's deployed mode).")
     names = list(ALL_CLASSICAL) if "all" in controller else controller
-    ctrls = [get_controller(n, run=run, sample=not argmax, pretrained=str(pretrained) if pretrained else None)
+    mode = False if argmax else True if sampled else None
+    ctrls = [get_controller(n, run=run, sample=mode, pretrained=str(pretrained) if pretrained else None)
              for n in names]
     df = run_eval(city, ctrls, episodes=episodes, seconds=seconds, seed=seed, out=out)
     summary = summarize(df)

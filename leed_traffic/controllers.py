@@ -217,10 +217,11 @@ def get_controller(name: str, **kwargs) -> Controller:
     if key == "policy":
         from leed_traffic.learn.serving import PolicyController
 
-        return PolicyController.from_run(kwargs.get("run"), sample=bool(kwargs.get("sample", True)))
+        sample = kwargs.get("sample")  # None: the run's deployed mode
+        return PolicyController.from_run(kwargs.get("run"), sample=None if sample is None else bool(sample))
     if key in ("pretrained", "pretrained-argmax"):
         from leed_traffic.learn.serving import PretrainedController
 
         return PretrainedController(kwargs.get("pretrained") or "pretrained",
-                                    sample=bool(kwargs.get("sample", True)) and key == "pretrained")
+                                    sample=kwargs.get("sample") is not False and key == "pretrained")
     raise UserError(f"Unknown controller {name!r}; choose from {', '.join([*CLASSICAL, 'policy', 'pretrained'])}.")

@@ -1,6 +1,7 @@
 """Export a trained run as what a traffic engineer deploys: fixed-time plans, a timing table, models.
 
-``export_run(run_dir)`` replays the run's policy (sampled with the episode seed, as evaluated; the run's environment
+``export_run(run_dir)`` replays the run's policy (in its deployed mode, ``RunDir.deployed_mode``: sampled with the
+episode seed or argmax, whichever its validation on training seeds chose; the run's environment
 options, the scenario's first held-out seed) through the shared evaluation path
 (``evaluate.run_episode``), records every agent's phase changes, and writes into ``RUN/export/``::
 
@@ -487,7 +488,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, period_s: int
     if final.exists() and not force:
         raise UserError(f"{final} already exists; pass --force to overwrite it or --out another directory.")
     scenario = run.scenario()
-    policy = get_controller("policy", run=run.path, sample=True)
+    policy = get_controller("policy", run=run.path)  # the deployed mode
     seeds = held_out_seeds(scenario, max(1, episodes))
     t_start = time.time()
     work = Path(tempfile.mkdtemp(prefix="leed-export-"))

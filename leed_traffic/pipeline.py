@@ -24,7 +24,7 @@ import pandas as pd
 from leed_traffic.config import ExperimentConfig
 from leed_traffic.errors import UserError
 from leed_traffic.learn.serving import final_env_steps
-from leed_traffic.rundir import RunDir
+from leed_traffic.rundir import DEPLOY, MODES, RunDir
 from leed_traffic.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class ExperimentResult:
     """Mean and std per controller."""
     failed_controllers: dict[str, str] = dataclasses.field(default_factory=dict)
     """Classical controllers that could not run on this scenario, with the reason."""
+    deployed_mode: str | None = None
+    """"sampled" or "argmax": what export, gui and report use (``select_mode``; None: not evaluated)."""
     wall_s: dict[str, float] = dataclasses.field(default_factory=dict)
     """Seconds per stage (demos, train, eval, report)."""
 
@@ -256,9 +258,44 @@ def evaluate_classical(cfg: ExperimentConfig, scenario: Scenario, *, progress: b
     return frames, ruled, failed
 
 
+def select_mode(cfg: ExperimentConfig, scenario: Scenario, run: RunDir, say: Say, progress: bool) -> str:
+    """Choose the deployed action mode of the final policy on its training seeds; writes
+    ``evaluation/deploy.json`` (and ``validation.csv``) and returns "sampled" or "argmax".
+
+    Both modes play ``eval.validation_episodes`` episodes on ``learn.episodes.validation_seeds``;
+    the lower honest mean delay wins, a tie keeps the sampled policy PPO trained. Redone only
+    when the policy or the seeds changed. With no validation episodes the sampled policy is
+    deployed without a measurement.
+    """
+    from leed_traffic.controllers import get_controller
+    from leed_traffic.learn.episodes import validation_seeds
+
+    n = cfg.eval.validation_episodes
+    seeds = validation_seeds(cfg.train.seed, n)
+    key = {"policy_env_steps": final_env_steps(run), "seeds": seeds, "seconds": cfg.env.seconds}
+    stamp = run.read_json(DEPLOY)
+    if isinstance(stamp, dict) and stamp.get("key") == key:
+        return run.deployed_mode()
+    if n == 0:
+        run.write_json(DEPLOY, {"key": key, "mode": "sampled", "why": "no validation episodes"})
+        return "sampled"
+    policies = [get_controller("policy", run=run.path, sample=s) for s in (True, False)]
+    frames, _ = evaluate_controllers(scenario, policies, seeds, seconds=cfg.env.seconds, progress=progress,
+                                     tolerate=False)
+    df = pd.concat(frames, ignore_index=True)
+    run.write_table(run.validation_path, df)
+    delay = {mode: float(df[df["controller"] == p.name]["mean_delay"].mean()) for mode, p in zip(MODES, policies)}
+    mode = "argmax" if delay["argmax"] < delay["sampled"] else "sampled"
+    run.write_json(DEPLOY, {"key": key, "mode": mode, "validation_mean_delay": delay})
+    say(f"deployed mode: {mode} (training seeds {', '.join(map(str, seeds))}: sampled {delay['sampled']:.1f} s, "
+        f"argmax {delay['argmax']:.1f} s mean delay)")
+    return mode
+
+
 def evaluate_stage(cfg: ExperimentConfig, scenario: Scenario, run: RunDir, result: ExperimentResult,
                    say: Say, progress: bool) -> None:
-    """The final policy (sampled, and argmax) against the classical controllers on the held-out seeds.
+    """The final policy (sampled, and argmax) against the classical controllers on the held-out seeds,
+    after ``select_mode`` chose which of the two is deployed.
 
     Redone only when the policy or the evaluation settings changed (``evaluation/done.json``).
     """
@@ -266,14 +303,16 @@ def evaluate_stage(cfg: ExperimentConfig, scenario: Scenario, run: RunDir, resul
     from leed_traffic.evaluate import summarize
 
     ev = cfg.eval
+    result.deployed_mode = select_mode(cfg, scenario, run, say, progress)
     key = {"policy_env_steps": final_env_steps(run), "seeds": list(ev.seeds), "controllers": list(ev.controllers),
-           "argmax": ev.argmax, "max_green_rows": ev.max_green_rows, "seconds": cfg.env.seconds}
+           "argmax": ev.argmax, "max_green_rows": ev.max_green_rows, "seconds": cfg.env.seconds,
+           "deployed": result.deployed_mode}
     stamp = run.read_json(DONE)
     if isinstance(stamp, dict) and stamp.get("key") == key and run.evaluation_path.is_file():
         df, failed = pd.read_csv(run.evaluation_path), dict(stamp.get("failed", {}))
     else:
         policies = [get_controller("policy", run=run.path, sample=True)]
-        if ev.argmax:
+        if ev.argmax or result.deployed_mode == "argmax":
             policies.append(get_controller("policy", run=run.path, sample=False))
         classical, ruled, failed = evaluate_classical(cfg, scenario, progress=progress)
         mine, _ = evaluate_controllers(scenario, policies, list(ev.seeds), seconds=cfg.env.seconds,
@@ -284,18 +323,25 @@ def evaluate_stage(cfg: ExperimentConfig, scenario: Scenario, run: RunDir, resul
     result.failed_controllers = failed
     result.evaluation = df
     result.summary = summarize(df)
-    write_comparison(run, result.summary, failed)
-    say(comparison_text(result.summary, scenario.city, len(ev.seeds)))
+    write_comparison(run, result.summary, failed, deployed=deployed_name(run))
+    say(comparison_text(result.summary, scenario.city, len(ev.seeds)) + f"\n  deployed: {deployed_name(run)}")
 
 
 DONE = "evaluation/done.json"
 
 
-def write_comparison(run: RunDir, summary: pd.DataFrame, failed: dict[str, str]) -> None:
+def deployed_name(run: RunDir) -> str:
+    """The evaluation row (controller name) of the run's deployed policy: ``<algo>`` or ``<algo>-argmax``."""
+    algo = run.algo
+    return algo if run.deployed_mode() == "sampled" else f"{algo}-argmax"
+
+
+def write_comparison(run: RunDir, summary: pd.DataFrame, failed: dict[str, str], deployed: str | None = None) -> None:
     run.write_table(run.comparison_csv, summary)
     lines = ["| controller | mean delay (s) | travel time (s) | throughput | teleports |", "|---|---|---|---|---|"]
     for _, r in summary.iterrows():
-        lines.append(f"| {r.controller} | {r.mean_delay:.1f} ± {r.mean_delay_std:.1f} | {r.mean_travel_time:.1f} "
+        name = f"**{r.controller}** (deployed)" if r.controller == deployed else r.controller
+        lines.append(f"| {name} | {r.mean_delay:.1f} ± {r.mean_delay_std:.1f} | {r.mean_travel_time:.1f} "
                      f"| {r.throughput:.0f} | {r.teleports:.0f} |")
     for name, why in failed.items():
         lines.append(f"| {name} | could not run: {why.splitlines()[0][:120]} | | | |")

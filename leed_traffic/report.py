@@ -289,6 +289,20 @@ def _fmt(x: Any, nd: int = 1) -> str:
     return "–" if not math.isfinite(v) else f"{v:.{nd}f}"
 
 
+def deployed_sentence(run: RunDir) -> str:
+    """Which of the policy's rows (sampled or argmax) export and gui use, and what chose it."""
+    from leed_traffic.rundir import DEPLOY
+
+    d = run.read_json(DEPLOY) or {}
+    mode, delay = run.deployed_mode(), d.get("validation_mean_delay")
+    row = run.algo if mode == "sampled" else f"{run.algo}-argmax"
+    if not delay:
+        return f"Deployed (export, gui): {row}, the sampled policy as trained (no validation episodes ran)."
+    seeds = ", ".join(map(str, d.get("key", {}).get("seeds", [])))
+    return (f"Deployed (export, gui): {row}, chosen on training seeds {seeds} before the held-out episodes ran: "
+            f"sampled {delay['sampled']:.1f} s, argmax {delay['argmax']:.1f} s mean delay.")
+
+
 def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     head = ["controller", "mean delay (s/veh)", "travel time (s)", "waiting time (s)", "queue (veh)",
             "throughput (veh)", "teleports", "episodes"]
@@ -427,6 +441,7 @@ def write_report(run_dir: str | Path, *, baselines: Sequence[str | Path] | None 
                 if r[0].endswith("-plan"):
                     rows.append(r)
         doc.table(head, rows)
+        doc.p(deployed_sentence(run), note=True)
         doc.p("Mean ± standard deviation over held-out seeds (std 0 with one episode). Delay = timeLoss + "
               "departDelay per vehicle, never-inserted vehicles charged the time they waited. "
               "'-plan' rows: the exported fixed-time plan replayed by SUMO (leed-traffic export).", note=True)

@@ -9,6 +9,8 @@ One experiment = one directory::
     checkpoints/          fingerprinted checkpoints (the newest few)
     policy.pt             the final policy
     demos/                demonstration rounds and dataset/
+    evaluation/deploy.json  the deployed action mode (sampled or argmax), chosen on training seeds
+    evaluation/validation.csv  the episodes that chose it
     evaluation/metrics.csv  per (controller, seed) held-out evaluation
     comparison.{csv,md}   evaluation summary
     export/               signal plans, timing table, ONNX models
@@ -39,6 +41,9 @@ POLICY = "policy.pt"
 CHECKPOINTS = "checkpoints"
 DEMOS = "demos"
 EVALUATION = "evaluation"
+DEPLOY = "evaluation/deploy.json"
+MODES = ("sampled", "argmax")
+"""How a policy picks its phase: a draw from pi (as PPO trained) or its most likely phase."""
 EXPORT = "export"
 REPORT = "report"
 REPLAYED_OPTIONS = ("delta_time", "yellow_time", "all_red_time", "min_green", "max_green",
@@ -249,6 +254,22 @@ class RunDir:
     @property
     def evaluation_path(self) -> Path:
         return self.evaluation_dir / "metrics.csv"
+
+    @property
+    def validation_path(self) -> Path:
+        return self.evaluation_dir / "validation.csv"
+
+    def deployed_mode(self) -> str:
+        """The action mode export, gui, report and ``--controller policy`` use: the one the run's
+        validation chose (``evaluation/deploy.json``), "sampled" (as trained) when none ran."""
+        d = self.read_json(DEPLOY)
+        mode = d.get("mode") if isinstance(d, dict) else None
+        if mode is None:
+            return "sampled"
+        if mode not in MODES:
+            raise UserError(f"{self.path / DEPLOY} names mode {mode!r}, not one of {', '.join(MODES)}; "
+                            "delete it to deploy the sampled policy, or rerun the evaluation.")
+        return mode
 
     def write_table(self, path: Path, df: Any) -> Path:
         """A pandas DataFrame as CSV, atomically."""

@@ -99,11 +99,18 @@ def test_train_ippo_then_evaluate_policy(tmp_path):
     comp = pd.read_csv(run / "comparison.csv")
     assert set(comp.controller) == {"fixed", "webster", "actuated", "max-pressure", "greedy", "ippo", "ippo-argmax",
                                     "max-pressure (max green)", "greedy (max green)"}
-    # the trained policy plugs into evaluate
+    # the trained policy plugs into evaluate: in its deployed mode by default, or as asked
+    from leed_traffic.rundir import RunDir
+
+    deployed = "ippo" if RunDir(run).deployed_mode() == "sampled" else "ippo-argmax"
     p = cli("evaluate", "--city", "melbourne", "--controller", "policy", "--run", str(run), "--seconds", "120",
             "--out", str(tmp_path / "ev"))
     assert p.returncode == 0, p.stderr
-    assert pd.read_csv(tmp_path / "ev" / "metrics.csv").controller.tolist() == ["ippo"]
+    assert pd.read_csv(tmp_path / "ev" / "metrics.csv").controller.tolist() == [deployed]
+    p = cli("evaluate", "--city", "melbourne", "--controller", "policy", "--run", str(run), "--seconds", "120",
+            "--sampled", "--out", str(tmp_path / "ev1"))
+    assert p.returncode == 0, p.stderr
+    assert pd.read_csv(tmp_path / "ev1" / "metrics.csv").controller.tolist() == ["ippo"]
     p = cli("evaluate", "--city", "melbourne", "--controller", "policy", "--run", str(run), "--seconds", "120",
             "--argmax", "--out", str(tmp_path / "ev2"))
     assert p.returncode == 0, p.stderr

@@ -102,6 +102,30 @@ def test_config_json_records_what_ran(tmp_path):
     # repeating the run from its config.json is a no-op that finds the finished run
     again = ExperimentConfig.load(tmp_path / "run" / "config.json")
     assert again.to_dict() == meta["experiment"]
+    # the deployed mode was chosen on training seeds, never on the held-out ones, by the lower delay
+    val = pd.read_csv(tmp_path / "run" / "evaluation" / "validation.csv")
+    assert set(val["controller"]) == {"ippo", "ippo-argmax"} and len(val) == 4
+    assert not set(val["seed"]) & set(ran["seed"])
+    delay = val.groupby("controller")["mean_delay"].mean()
+    want = "argmax" if delay["ippo-argmax"] < delay["ippo"] else "sampled"
+    assert res.deployed_mode == res.run.deployed_mode() == want
+    from leed_traffic.controllers import get_controller
+    assert get_controller("policy", run=tmp_path / "run").sample == (want == "sampled")
+    stamp = (tmp_path / "run" / "evaluation" / "validation.csv").stat().st_mtime_ns
     res2 = run_experiment(again, tmp_path / "run", progress=False)
     assert res2.trained == "finished"
     pd.testing.assert_frame_equal(res2.evaluation, ran)
+    assert (tmp_path / "run" / "evaluation" / "validation.csv").stat().st_mtime_ns == stamp, "validation redone"
+
+
+def test_deployed_mode_is_read_from_the_run(tmp_path):
+    """No deploy.json: the sampled policy as trained; a damaged one: one sentence."""
+    from leed_traffic.rundir import DEPLOY, RunDir
+
+    run = RunDir(tmp_path)
+    assert run.deployed_mode() == "sampled"
+    run.write_json(DEPLOY, {"mode": "argmax"})
+    assert run.deployed_mode() == "argmax"
+    run.write_json(DEPLOY, {"mode": "greedy"})
+    with pytest.raises(UserError, match="not one of sampled, argmax"):
+        run.deployed_mode()

@@ -42,6 +42,13 @@ def episode_seed(seed: int, worker: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, worker, number]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def validation_seeds(seed: int, n: int) -> list[int]:
+    """SUMO seeds that choose a trained policy's deployed mode (``pipeline.select_mode``): the
+    first ``n`` episodes worker 0 trained on. Training seeds on purpose, so the choice never sees
+    the held-out seeds it is then reported on."""
+    return [episode_seed(seed, 0, k) for k in range(n)]
+
+
 def action_seed(seed: int, worker: int, number: int) -> int:
     """Seed of the torch RNG stream that samples the actions of a worker's n-th episode (the
     worker seeds a forked torch RNG with it, ``workers.EpisodeRunner.run``): derived from the

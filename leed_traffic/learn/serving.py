@@ -130,11 +130,13 @@ class PolicyController:
                              "env_steps": trained.env_steps, "scenario_hash": spec.scenario_hash})
 
     @classmethod
-    def from_run(cls, run: RunDir | str | Path | None, sample: bool = True) -> "PolicyController":
+    def from_run(cls, run: RunDir | str | Path | None, sample: bool | None = None) -> "PolicyController":
         """The policies of a training run; every problem is a one-sentence ``UserError``.
 
-        Named ``<algo>`` when sampled, ``<algo>-argmax`` otherwise (both appear in reports: an
-        under-trained policy's argmax can hold one phase for good and gridlock the city).
+        ``sample=None`` acts in the run's deployed mode (``RunDir.deployed_mode``: the one its
+        validation on training seeds chose). Named ``<algo>`` when sampled, ``<algo>-argmax``
+        otherwise (both appear in reports: an under-trained policy's argmax can hold one phase for
+        good and gridlock the city, a sampled one can jam where its argmax does not).
         """
         if run is None:
             raise UserError("--controller policy needs --run RUN (a training run directory).")
@@ -143,6 +145,8 @@ class PolicyController:
             trained = load_trained(rd)
         except ckpt.CheckpointError as exc:
             raise UserError(f"Cannot load the policies of {rd.path}: {exc}.") from exc
+        if sample is None:
+            sample = rd.deployed_mode() == "sampled"
         return cls.from_trained(trained, sample=sample, run_dir=rd.path)
 
     # ------------------------------------------------------------------ acting
