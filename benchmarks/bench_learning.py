@@ -314,11 +314,16 @@ def deployed(rd: Path, row: dict) -> dict:
     no validation and deploy the sampled policy."""
     from leed_traffic.rundir import RunDir
 
-    mode = RunDir(rd).deployed_mode() if (rd / "config.json").exists() else "sampled"
+    mode = RunDir(rd).deployed_mode()
     pre = "eval_" if mode == "sampled" else "evala_"
     out: dict[str, Any] = {"deploy_mode": mode}
     out.update({"evald_" + k[len(pre):]: v for k, v in row.items() if k.startswith(pre)})
     return out
+
+
+def seed_cell(row: dict) -> str:
+    """One seed's deployed held-out delay, ``a`` when it deployed argmax."""
+    return f"{fmt(row.get('evald_mean_delay'))}{'' if row['deploy_mode'] == 'sampled' else ' a'}"
 
 
 def collect(args, cities: list[str], algos: list[str], seeds: list[int]) -> list[dict]:
@@ -483,8 +488,7 @@ def render(args, rows: list[dict], cities: list[str], algos: list[str], seeds: l
             if name == "ippo" and resco:
                 ref = f"IPPO {resco['IPPO']:.2f} (IDQN {resco['IDQN']:.2f})"
             dep = [r.get("evald_mean_delay", float("nan")) for r in rs]
-            seeds_s = ", ".join(f"{fmt(d)}{'' if r['deploy_mode'] == 'sampled' else ' a'}" for d, r in zip(dep, rs))
-            table.append([f"**{name}**", f"{pm(dep)} [{seeds_s}]", pm([r["eval_mean_delay"] for r in rs]),
+            table.append([f"**{name}**", f"{pm(dep)} [{', '.join(seed_cell(r) for r in rs)}]", pm([r["eval_mean_delay"] for r in rs]),
                           pm([r["eval_resco_delay"] for r in rs]),
                           fmt(mean_std([r["eval_never_inserted"] for r in rs])[0], ".0f"),
                           pm([r.get("evala_mean_delay", float("nan")) for r in rs]) + " ("

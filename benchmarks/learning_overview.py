@@ -50,8 +50,8 @@ def overview(runs_dirs: list[Path]) -> tuple[str, list[str]]:
                     return "–"
                 s = bl.pm(v)
                 if seeds_too:
-                    s += " [" + ", ".join(f"{x:.1f}{'' if r['deploy_mode'] == 'sampled' else ' a'}" for x, r in
-                                          zip(v, [r for r in data if r["algo"] == algo and "evald_mean_delay" in r])) + "]"
+                    s += " [" + ", ".join(bl.seed_cell(r) for r in data
+                                          if r["algo"] == algo and "evald_mean_delay" in r) + "]"
                 if modes and vals(algo, "evala_mean_delay"):
                     s += f" ({bl.pm(vals(algo, 'eval_mean_delay'))} / {bl.pm(vals(algo, 'evala_mean_delay'))})"
                 return s

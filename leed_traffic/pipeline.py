@@ -323,17 +323,12 @@ def evaluate_stage(cfg: ExperimentConfig, scenario: Scenario, run: RunDir, resul
     result.failed_controllers = failed
     result.evaluation = df
     result.summary = summarize(df)
-    write_comparison(run, result.summary, failed, deployed=deployed_name(run))
-    say(comparison_text(result.summary, scenario.city, len(ev.seeds)) + f"\n  deployed: {deployed_name(run)}")
+    deployed = run.deployed_row
+    write_comparison(run, result.summary, failed, deployed=deployed)
+    say(comparison_text(result.summary, scenario.city, len(ev.seeds)) + f"\n  deployed: {deployed}")
 
 
 DONE = "evaluation/done.json"
-
-
-def deployed_name(run: RunDir) -> str:
-    """The evaluation row (controller name) of the run's deployed policy: ``<algo>`` or ``<algo>-argmax``."""
-    algo = run.algo
-    return algo if run.deployed_mode() == "sampled" else f"{algo}-argmax"
 
 
 def write_comparison(run: RunDir, summary: pd.DataFrame, failed: dict[str, str], deployed: str | None = None) -> None:

@@ -294,8 +294,7 @@ def deployed_sentence(run: RunDir) -> str:
     from leed_traffic.rundir import DEPLOY
 
     d = run.read_json(DEPLOY) or {}
-    mode, delay = run.deployed_mode(), d.get("validation_mean_delay")
-    row = run.algo if mode == "sampled" else f"{run.algo}-argmax"
+    delay, row = d.get("validation_mean_delay"), run.deployed_row
     if not delay:
         return f"Deployed (export, gui): {row}, the sampled policy as trained (no validation episodes ran)."
     seeds = ", ".join(map(str, d.get("key", {}).get("seeds", [])))

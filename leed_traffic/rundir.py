@@ -44,6 +44,11 @@ EVALUATION = "evaluation"
 DEPLOY = "evaluation/deploy.json"
 MODES = ("sampled", "argmax")
 """How a policy picks its phase: a draw from pi (as PPO trained) or its most likely phase."""
+
+
+def policy_row(algo: str, sample: bool) -> str:
+    """A policy's controller name in evaluations: ``<algo>`` sampled, ``<algo>-argmax`` otherwise."""
+    return algo if sample else f"{algo}-argmax"
 EXPORT = "export"
 REPORT = "report"
 REPLAYED_OPTIONS = ("delta_time", "yellow_time", "all_red_time", "min_green", "max_green",
@@ -270,6 +275,11 @@ class RunDir:
             raise UserError(f"{self.path / DEPLOY} names mode {mode!r}, not one of {', '.join(MODES)}; "
                             "delete it to deploy the sampled policy, or rerun the evaluation.")
         return mode
+
+    @property
+    def deployed_row(self) -> str:
+        """The evaluation row (controller name) of the deployed policy."""
+        return policy_row(self.algo, self.deployed_mode() == "sampled")
 
     def write_table(self, path: Path, df: Any) -> Path:
         """A pandas DataFrame as CSV, atomically."""

@@ -31,7 +31,7 @@ from leed_traffic.learn import checkpoint as ckpt
 from leed_traffic.learn.config import TrainConfig
 from leed_traffic.learn.policy import MultiAgentPolicy, build_policy
 from leed_traffic.learn.rollout import EnvSpec
-from leed_traffic.rundir import REPLAYED_OPTIONS, RunDir
+from leed_traffic.rundir import REPLAYED_OPTIONS, RunDir, policy_row
 
 
 @dataclass
@@ -123,7 +123,7 @@ class PolicyController:
     def from_trained(cls, trained: TrainedPolicy, *, sample: bool = True,
                      run_dir: Path | None = None) -> "PolicyController":
         algo, spec = trained.config.algo, trained.spec
-        return cls(trained.policy, sample=sample, name=algo if sample else f"{algo}-argmax",
+        return cls(trained.policy, sample=sample, name=policy_row(algo, sample),
                    env_options=trained.env_options, scenario_hash=spec.scenario_hash, city=spec.city,
                    run_dir=run_dir,
                    metadata={"city": spec.city, "algo": algo, "update": trained.update,
@@ -207,7 +207,7 @@ class PretrainedController(PolicyController):
         f = pretrained.load_file(name)
         self.weights, self.meta, self.source = f["policy"], f["meta"], f["path"]
         env = self.meta.get("env", {})
-        super().__init__(None, sample=sample, name="pretrained" if sample else "pretrained-argmax",
+        super().__init__(None, sample=sample, name=policy_row("pretrained", sample),
                          env_options={k: env[k] for k in REPLAYED_OPTIONS if env.get(k) is not None},
                          metadata={"pretrained": str(self.source), "trained_on": self.meta.get("cities", [])})
 
