@@ -24,7 +24,7 @@ from leed_traffic.learn.workers import WorkerLost, make_backend
 from leed_traffic.rundir import RunDir
 
 FAST = dict(progress=False, ent_coef=0.0, learning_rate=1e-2, checkpoint_interval=1000)
-TIMING = {"wall_time", "steps_per_s", "sim_s_per_wall_s"}
+TIMING = {"wall_time", "steps_per_s", "sim_s_per_wall_s", "collect_s", "optimize_s"}
 
 
 def run_and_read(cfg: TrainConfig, path: Path, factory, demos=None) -> dict:

@@ -36,7 +36,7 @@ def params(run: Path) -> dict[str, torch.Tensor]:
 
 def rows(path: Path) -> list[dict]:
     with path.open() as f:
-        timing = {"wall_time", "steps_per_s", "sim_s_per_wall_s"}
+        timing = {"wall_time", "steps_per_s", "sim_s_per_wall_s", "collect_s", "optimize_s"}
         return [{k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(f)]
 
 

@@ -56,6 +56,8 @@ def test_leed_learns_faster_than_ippo_with_a_perfect_expert(tmp_path: Path) -> N
     w = [float(r["expert_weight"]) for r in rows]
     d = [float(r["dtw_distance"]) for r in rows]
     assert all(0 < x <= 1.0 for x in w) and all(0 <= x <= 1 for x in d)
+    # each update's rollout and optimisation time (benchmarks/bench_large_train.py reads them)
+    assert all(float(r["collect_s"]) > 0 and float(r["optimize_s"]) > 0 for r in rows)
     with (run / "metrics.csv").open() as f:
         ep = list(csv.DictReader(f))
     assert len(ep) == 30 and ep[-1]["mean_delay"] != "" and float(ep[-1]["expert_weight"]) > 0

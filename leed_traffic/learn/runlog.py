@@ -29,12 +29,14 @@ UPDATE_FIELDS = (
     "update", "env_steps", "wall_time", "lr", "pg_loss", "v_loss", "entropy", "expert_loss",
     "approx_kl", "clipfrac", "expert_weight", "dtw_distance", "return_decay", "reled_kept",
     "steps_per_s", "sim_s_per_wall_s", "expert_kept", "expert_weight_eff",
-    "expert_trust",
+    "expert_trust", "collect_s", "optimize_s",
 )
 """``expert_kept``: the gate's kept fraction of the demo states (the share imitated), mean
 over the agents with demos (nan while ungated); ``expert_weight_eff``: mean over all agents of
 w_i x kept_i, the weight the expert loss really has (= expert_weight while ungated); ``expert_trust``:
-the share of the agents with demos that trusted their demonstrator (nan without the trust test). New columns go
+the share of the agents with demos that trusted their demonstrator (nan without the trust test);
+``collect_s`` / ``optimize_s``: wall seconds of this update's rollout and of its PPO(+expert) optimisation
+(the learner's update time, which issue 13 wants flat per agent as cities grow). New columns go
 last, so that the rows of a log written by an earlier version still line up on resume."""
 
 

@@ -158,11 +158,13 @@ class Trainer:
                 while self.env_steps < cfg.total_env_steps:
                     t_start, steps0, sim0 = time.time(), self.env_steps, self.sim_total
                     buf = self.collect()
+                    t_opt = time.time()
                     self.update += 1
                     stats = self.optimize(buf)
                     if self._warm_pending:
                         self._measured_warm_start()
                     dt = max(time.time() - t_start, 1e-9)
+                    stats["collect_s"], stats["optimize_s"] = t_opt - t_start, time.time() - t_opt
                     stats["steps_per_s"] = (self.env_steps - steps0) / dt
                     stats["sim_s_per_wall_s"] = (self.sim_total - sim0) / dt
                     self.log.update(self.update, self.env_steps, stats)
