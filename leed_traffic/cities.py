@@ -349,7 +349,8 @@ def with_demand(spec: CitySpec, *, veh_per_hour: float | None = None, fit: bool 
     if len(chosen) > 1:
         raise UserError(f"Give one source of demand: {' and '.join(chosen)} exclude each other.")
     if veh_per_hour is not None:
-        return replace(spec, demand=replace(spec.demand, veh_per_hour=veh_per_hour))
+        # float: --demand 32000 and a config's 32000 (int) are one scenario, one hash, one build
+        return replace(spec, demand=replace(spec.demand, veh_per_hour=float(veh_per_hour)))
     if fit:
         return replace(spec, demand=replace(spec.demand, veh_per_hour=None))
     if counts is not None:
