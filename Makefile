@@ -14,7 +14,7 @@ LLM ?= auto
 INIT ?= pretrained
 ROUNDS ?= 3
 
-.PHONY: setup system-deps test build evaluate train demos export gui snapshot report bench bench-learning bench-learning-mlp bench-scaling clean-cache help
+.PHONY: setup system-deps test build evaluate train demos export gui snapshot report bench bench-learning bench-learning-mlp bench-scaling bench-large clean-cache help
 
 help:
 	@echo "make setup                 install system libraries, the virtualenv and the package"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench                 env throughput, demonstration cost, training-loop throughput -> docs/benchmarks.md"
 	@echo "make bench-learning        learning results (about 2 h) -> docs/learning.md (+ its overview table)"
 	@echo "make bench-scaling         rollout throughput, 1-2 workers per backend + a 2-node Ray cluster -> docs/benchmarks.md"
+	@echo "make bench-large           grids of 25-1,024 intersections built, trained, evaluated (about 30 min) -> docs/benchmarks.md"
 
 setup: $(STAMP)
 
@@ -87,6 +88,10 @@ bench: setup
 # Rollout workers on every backend (inprocess, process, ray, a two-node Ray cluster on this machine).
 bench-scaling: setup
 	$(PY) benchmarks/bench_scaling.py --city helsinki --seconds 900 --episodes 6 --out docs
+
+# Large cities end to end: synthetic grids of 25, 100, 400 and 1,024 intersections, 10 training episodes each.
+bench-large: setup
+	$(PY) benchmarks/bench_large_train.py --cities grid-5x5,grid-10x10,grid-20x20,grid-32x32 --out docs
 
 # The documented learning results (docs/learning.md), one section per invocation; about 2 h on 2 cores.
 # The experiments' defaults (shared phase policy, max green); helsinki with the default reward, the
