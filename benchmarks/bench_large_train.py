@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import resource
 import sys
 import time
@@ -33,6 +32,7 @@ from common import (  # noqa: E402
     DOCS_DIR,
     benchmark_config,
     command_line,
+    load_average,
     machine_info,
     markdown_table,
     print_result,
@@ -70,11 +70,10 @@ def worker(spec: dict) -> None:
     if metrics.exists():
         ev = pd.read_csv(metrics)
         delays = ev.groupby("controller")["mean_delay"].mean().to_dict()
-    steps = int(upd["env_steps"].iloc[-1])
     per_update_steps = upd["env_steps"].diff().fillna(upd["env_steps"].iloc[0])
     opt = upd["optimize_s"]
     print_result({
-        "agents": agents, "env_steps": steps, "updates": len(upd), "build_s": build_s,
+        "agents": agents, "env_steps": int(upd["env_steps"].iloc[-1]), "updates": len(upd), "build_s": build_s,
         "train_s": res.wall_s.get("train", float("nan")), "eval_s": res.wall_s.get("eval", float("nan")),
         "collect_s": float(upd["collect_s"].sum()), "optimize_s": float(opt.sum()),
         "optimize_ms_per_agent": float((opt / agents).mean() * 1e3),
@@ -106,7 +105,7 @@ def main() -> int:
     from leed_traffic.cities import resolve_city
 
     info = machine_info(("leed-traffic", "eclipse-sumo", "libsumo", "torch"))
-    load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load0 = load_average()
     t_start = time.time()
     rows, failed = [], []
     for city in args.cities.split(","):
@@ -114,7 +113,7 @@ def main() -> int:
         agents = cols * rows_
         spec = {"city": city, "veh_per_hour": round(args.veh_per_agent * agents), "algo": args.algo,
                 "episodes": args.episodes, "seconds": args.seconds, "eval_episodes": args.eval_episodes,
-                "runs": str(args.runs), "agents": agents}
+                "runs": str(args.runs)}
         res = run_result([sys.executable, __file__, "--worker", json.dumps(spec)], timeout=args.timeout)
         print(f"{city}: {res}", flush=True)
         if res["status"] != "ok":
@@ -127,7 +126,7 @@ def main() -> int:
         w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    load1 = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load1 = load_average()
     write_section(args.out / "benchmarks.md", SECTION, section(args, rows, failed, info, load0, load1,
                                                                time.time() - t_start))
     print(f"wrote {args.out / 'bench_large_train.csv'} and the '{SECTION}' section of {args.out / 'benchmarks.md'}")

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DOCS_DIR,
     command_line,
+    load_average,
     machine_info,
     markdown_table,
     print_result,
@@ -172,7 +173,7 @@ def main() -> int:
         return 0
 
     info = machine_info(("leed-traffic", "eclipse-sumo", "libsumo", "torch", "ray"))
-    load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load0 = load_average()
     t_start = time.time()
     rows: list[dict] = []
     failed = []
@@ -226,7 +227,7 @@ def main() -> int:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
         w.writerows(rows)
-    load1 = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load1 = load_average()
     write_section(args.out / "benchmarks.md", SECTION,
                   section(args, rows, failed, info, load0, load1, time.time() - t_start))
     print(f"wrote {args.out / 'bench_scaling.csv'} and the '{SECTION}' section of {args.out / 'benchmarks.md'}")

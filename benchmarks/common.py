@@ -99,6 +99,11 @@ def _quote(a: str) -> str:
     return a if re.fullmatch(r"[\w./,:=+-]+", a) else "'" + a.replace("'", "'\\''") + "'"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 min load averages as a section quotes them ("0.14 0.03 0.01")."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def median(xs) -> float:
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else float("nan")
