@@ -14,7 +14,7 @@ LLM ?= auto
 INIT ?= pretrained
 ROUNDS ?= 3
 
-.PHONY: setup system-deps test build evaluate train demos export gui snapshot report bench bench-learning bench-learning-mlp bench-scaling bench-large clean-cache help
+.PHONY: setup system-deps test build evaluate train demos export gui snapshot report bench bench-learning bench-learning-mlp bench-learning-unblocked bench-scaling bench-large clean-cache help
 
 help:
 	@echo "make setup                 install system libraries, the virtualenv and the package"
@@ -107,6 +107,13 @@ bench-learning: setup
 		--runs runs/bench-learning-phase-resco --tag presco \
 		--section "Phase policy: RESCO maps, 25 episodes, max green, reward queue-backlog"
 	$(PY) benchmarks/learning_overview.py --runs runs/bench-learning-phase-hel runs/bench-learning-phase-resco
+
+# cologne3 with --ignore-junction-blocker 60 (cities.RESCO_SCENARIOS: a labelled variant, not RESCO's
+# map): the same protocol as the RESCO maps above, on the map without its intra-junction deadlocks
+bench-learning-unblocked: setup
+	$(PHASE_LEARN) --cities cologne3-unblocked --algos ippo,mappo,leed-mp,leed-random --reward queue-backlog \
+		--runs runs/bench-learning-phase-unblocked --tag punblocked \
+		--section "Phase policy: cologne3-unblocked (labelled variant), 25 episodes, max green, reward queue-backlog"
 
 bench-learning-mlp: setup
 	$(BENCH_LEARN) --cities cologne8 --episodes 100 --reward queue --runs runs/bench-learning-c8q \

@@ -54,7 +54,65 @@ CONFIGS = [  # (label, backend, workers, cluster)
 ]
 FIELDS = ("config", "backend", "workers", "repeat", "episodes", "env_steps", "loop_wall_s", "startup_s",
           "env_steps_per_s", "sim_s_per_wall_s", "parallel_efficiency", "learner_rss_mb", "worker_rss_mb",
-          "nodes", "worker_core_share")
+          "nodes", "worker_core_share", "learner_cores", "ray_daemon_cores", "optimize_share")
+
+
+# ---------------------------------------------------------------------------- where the CPU goes
+RAY_PROCESS_MARKS = ("gcs_server", "raylet", "/ray/", "ray::")
+"""A process whose command line holds one of these belongs to Ray (its GCS, raylets, agents,
+monitors, idle workers; actors show as ``ray::<Class>``)."""
+
+
+def ray_processes_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) so far of every Ray process on this machine, by pid (Linux
+    /proc; no psutil in the environment)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not any(m in cmd for m in RAY_PROCESS_MARKS):
+                continue
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(d.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return out
+
+
+class CpuSampler:
+    """Samples, every ``period`` s, this process's CPU time and every Ray process's, so that the
+    update loop's share can be cut out afterwards (its start is only known when it has ended)."""
+
+    def __init__(self, period: float = 0.5, ray: bool = False) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float, dict[int, float]]] = []
+        self.period, self.ray = period, ray
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self.samples.append((time.time(), time.process_time(), ray_processes_cpu() if self.ray else {}))
+            if self._stop.wait(self.period):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def window(self, t0: float, t1: float, exclude: set[int]) -> tuple[float, float]:
+        """(this process's CPU s, Ray's processes' CPU s outside ``exclude``) between the samples
+        nearest ``t0`` and ``t1``; a Ray process born in between counts from zero."""
+        a = min(self.samples, key=lambda s: abs(s[0] - t0))
+        b = min(self.samples, key=lambda s: abs(s[0] - t1))
+        own = b[1] - a[1]
+        ray = sum(c - a[2].get(pid, 0.0) for pid, c in b[2].items() if pid not in exclude and pid != os.getpid())
+        return own, ray
 
 
 # ---------------------------------------------------------------------------- one run (subprocess)
@@ -88,12 +146,22 @@ def worker(spec: dict) -> None:
             if ray.cluster_resources().get("CPU", 0) >= W:
                 break
             time.sleep(0.5)
+    sampler = CpuSampler(ray=spec["backend"] == "ray")
     t0 = time.time()
-    trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="bench-scaling-")), factory)
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
+    trainer = Trainer(cfg, run_dir, factory)
     result = trainer.run()
-    total = time.time() - t0
+    t_end = time.time()
+    total = t_end - t0
     rss = trainer.pool.peak_rss_mb
     me = f"{os.uname().nodename}:{os.getpid()}"
+    # the loop's CPU: the learner's own and Ray's processes' other than the rollout actors
+    actors = {int(h.rsplit(":", 1)[1]) for h in rss if h != me}
+    sampler.stop()
+    learner_cpu, ray_cpu = sampler.window(t_end - result.wall_s, t_end, exclude=actors)
+    import pandas as pd
+
+    updates = pd.read_csv(run_dir / "updates.csv")
     print_result({
         "env_steps": result.env_steps, "episodes": result.episodes, "loop_wall_s": result.wall_s,
         "startup_s": total - result.wall_s, "delta_time": float(trainer.spec.delta_time),
@@ -101,6 +169,8 @@ def worker(spec: dict) -> None:
         "worker_rss_mb": [round(v, 1) for k, v in sorted(rss.items()) if k != me],
         "worker_hosts": sorted(rss), "ray_nodes": len(trainer.pool.nodes),
         "worker_core_share": trainer.pool.episode_cpu_s / max(trainer.pool.episode_wall_s, 1e-9),
+        "learner_cores": learner_cpu / result.wall_s, "ray_daemon_cores": ray_cpu / result.wall_s,
+        "optimize_share": float(updates["optimize_s"].sum()) / result.wall_s,
     })
 
 
@@ -204,6 +274,9 @@ def main() -> int:
                     "worker_rss_mb": " ".join(str(round(x)) for x in res["worker_rss_mb"]) or "(learner)",
                     "nodes": res["ray_nodes"] if backend == "ray" else 1,
                     "worker_core_share": round(res["worker_core_share"], 2),
+                    "learner_cores": round(res["learner_cores"], 2),
+                    "ray_daemon_cores": round(res["ray_daemon_cores"], 2) if backend == "ray" else "",
+                    "optimize_share": round(res["optimize_share"], 2),
                 })
     finally:
         if cluster:
@@ -234,12 +307,19 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def _span(xs: list[float]) -> str:
+    return f"{min(xs):.2f}" if min(xs) == max(xs) else f"{min(xs):.2f}–{max(xs):.2f}"
+
+
 def section(args, rows: list[dict], failed: list[str], info: dict, load0: str, load1: str, wall: float) -> str:
     machine = ", ".join(f"{k} {v}" for k, v in info.items())
     head = ["config", "workers", "env steps/s", "sim s / wall s", "parallel efficiency", "start-up (s)",
-            "worker core share", "peak RSS learner (MB)", "peak RSS workers (MB)", "nodes"]
+            "worker core share", "learner cores", "optimise share of loop", "Ray daemons' cores",
+            "peak RSS learner (MB)", "peak RSS workers (MB)", "nodes"]
     table = [[r["config"], str(r["workers"]), f"{r['env_steps_per_s']:.0f}", f"{r['sim_s_per_wall_s']:.0f}",
               str(r["parallel_efficiency"] or "–"), f"{r['startup_s']:.1f}", f"{r['worker_core_share']:.2f}",
+              f"{r['learner_cores']:.2f}", f"{r['optimize_share']:.2f}",
+              "–" if r["ray_daemon_cores"] == "" else f"{r['ray_daemon_cores']:.2f}",
               str(r["learner_rss_mb"]),
               r["worker_rss_mb"], str(r["nodes"])] for r in rows]
     share = {w: [r["worker_core_share"] for r in rows if r["workers"] == w and r["backend"] != "inprocess"]
@@ -260,6 +340,14 @@ def section(args, rows: list[dict], failed: list[str], info: dict, load0: str, l
                    "2 workers the episodes themselves ran that much slower, so what is measured is mostly the machine's "
                    "spare capacity, not the backends' overhead; treat the efficiencies as noisy lower bounds of what 2 "
                    "free cores give.")
+    cost = []
+    for config in dict.fromkeys(r["config"] for r in rows):
+        rs = [r for r in rows if r["config"] == config and r["workers"] == 2] or [r for r in rows if r["config"] == config]
+        part = f"{config} x{rs[0]['workers']}: learner {_span([r['learner_cores'] for r in rs])} of a core"
+        if rs[0]["ray_daemon_cores"] != "":
+            part += f", Ray's own processes {_span([r['ray_daemon_cores'] for r in rs])}"
+        cost.append(part + f", PPO updates {_span([r['optimize_share'] for r in rs])} of the loop")
+    reading += " Where the rest of the 2 cores went, per configuration (repeats as a range): " + "; ".join(cost) + "."
     return f"""Generated by `{command_line()}` ({wall / 60:.0f} min). Machine: {machine}.
 
 {args.city}, {args.seconds} s episodes, IPPO, {args.episodes} whole episodes per worker per run, {args.repeats} repeat(s); each run a fresh
@@ -267,8 +355,11 @@ process. Throughput = env (decision) steps and simulated seconds per wall second
 with the broadcast weights, plus the learner's PPO updates); start-up (worker processes / Ray actors, scenario, first reset)
 apart. Parallel efficiency = throughput with 2 workers / (2 x the same backend's 1 worker); the 2-node cluster is compared with
 1 local process. Worker core share = CPU time / wall time of the workers' episodes (1.0: a worker had a core to itself;
-0.5: it waited half the time for one). Worker RSS per worker process (inprocess: the learner is the worker). Ray's own
-daemons (GCS, raylets) are not counted. Full rows: `docs/bench_scaling.csv`.
+0.5: it waited half the time for one). Learner cores = the learner process's CPU time over the loop / loop wall time
+(inprocess: it also plays the episodes); optimise share = the loop's wall time spent in PPO updates (updates.csv
+`optimize_s`), while the workers wait; Ray daemons' cores = CPU time over the loop of every other Ray process on the
+machine (GCS, raylets, agents, monitors, idle workers; not the rollout actors) / loop wall time, sampled from /proc every
+0.5 s. Worker RSS per worker process (inprocess: the learner is the worker). Full rows: `docs/bench_scaling.csv`.
 
 {markdown_table(head, table)}
 

@@ -46,6 +46,15 @@ RESCO_SCENARIOS: dict[str, dict[str, Any]] = {
     "ingolstadt21": {"begin": 57600, "end": 61200},
     "grid4x4": {"begin": 0, "end": 3600},
     "arterial4x4": {"begin": 0, "end": 3600},
+    # A labelled variant, not a RESCO map: cologne3's files with SUMO's junction-blocker timeout.
+    # On cologne3 as shipped, vehicles can stop *inside* a junction (internal lanes of the
+    # signalised cluster and the unsignalised junction beside it) and, with teleports off as
+    # RESCO has them, never leave: every controller, classical or learned, deadlocks some
+    # episodes (docs/learning.md). With --ignore-junction-blocker 60 a vehicle that has waited
+    # 60 s for a blocker ignores it, which dissolves those deadlocks; everything else is the map.
+    # Its numbers are not comparable with RESCO's or ANCHORS.md's cologne3.
+    "cologne3-unblocked": {"begin": 25200, "end": 28800, "map": "cologne3",
+                           "sumo_args": ("--ignore-junction-blocker", "60")},
 }
 
 
@@ -210,6 +219,11 @@ def osm_format(path: Path) -> OsmFormat:
     raise UserError(f"{path.name} is not an OSM file ({kind}); {what}.")
 
 
+def resco_map_dir(name: str) -> Path:
+    """The sumo-rl folder holding a RESCO scenario's (or a labelled variant's) net and routes."""
+    return resco_dir() / RESCO_SCENARIOS.get(name, {}).get("map", name)
+
+
 def resco_dir() -> Path:
     from leed_traffic import sumo_env  # noqa: F401 - sumo-rl needs SUMO_HOME at import
     import importlib.util
@@ -312,6 +326,7 @@ def resolve_city(city: str, **overrides: Any) -> CitySpec:
         spec = CitySpec(
             name=key.lower(), kind="resco", begin=win["begin"], end=win["end"], time_to_teleport=-1,
             eval_seeds=(100, 101, 102, 103, 104), delta_time=10, yellow_time=3,
+            sumo_args=tuple(win.get("sumo_args", ())),
         )
     elif (m := _GRID_RE.fullmatch(key)) is not None:
         spec = grid_spec(int(m[1]), int(m[2]) if m[2] else None)

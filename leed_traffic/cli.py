@@ -58,7 +58,9 @@ def cities() -> None:
         s = resolve_city(name)
         t.add_row(name, s.description, f"{s.demand.veh_per_hour:g}", f"{s.begin}-{s.end} s")
     for name, win in RESCO_SCENARIOS.items():
-        t.add_row(name, "RESCO (from the sumo-rl package)", "RESCO routes", f"{win['begin']}-{win['end']} s")
+        src = (f"RESCO {win['map']} with {' '.join(win['sumo_args'])} (a labelled variant)" if "map" in win
+               else "RESCO (from the sumo-rl package)")
+        t.add_row(name, src, "RESCO routes", f"{win['begin']}-{win['end']} s")
     console.print(t)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leed_traffic import paths
-from leed_traffic.cities import GRID_OPTIONS, CitySpec, osm_format, resco_dir
+from leed_traffic.cities import GRID_OPTIONS, CitySpec, osm_format, resco_map_dir
 from leed_traffic.errors import ScenarioError, UserError
 from leed_traffic.fileio import atomic_dir, atomic_write, atomic_write_json, atomic_write_text
 from leed_traffic.sumo_env import sumo_binary, sumo_home
@@ -168,7 +168,8 @@ def netconvert_options(spec: CitySpec) -> list[str]:
 def build_network(spec: CitySpec, force: bool = False) -> NetworkBuild:
     """Build (or reuse) the city's SUMO network; RESCO scenarios use sumo-rl's shipped net."""
     if spec.kind == "resco":
-        net = resco_dir() / spec.name / f"{spec.name}.net.xml"
+        folder = resco_map_dir(spec.name)
+        net = folder / f"{folder.name}.net.xml"
         if not net.exists():
             raise UserError(f"RESCO scenario {spec.name} is missing from the sumo-rl package; run `make setup`.")
         return NetworkBuild(spec.name, net, _file_digest(net)[:16], count_traffic_lights(net))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from leed_traffic import paths
-from leed_traffic.cities import CitySpec, _city_name_of_file, resco_dir, resolve_city
+from leed_traffic.cities import CitySpec, _city_name_of_file, resco_map_dir, resolve_city
 from leed_traffic.demand import (
     BINOMIAL_N, binomial_n, candidate_routes, check_count_edges, count_match, count_vehicles, counts_digest, generate_all_routes,
     read_counts, routes_from_counts, run_parallel,
@@ -228,7 +228,7 @@ def build_scenario(
     with atomic_dir(final, exists="keep") as tmp:
         extra: dict[str, Any] = {}
         if spec.kind == "resco":
-            folder = resco_dir() / spec.name
+            folder = resco_map_dir(spec.name)
             routes = tuple(sorted(folder.glob("*.rou.xml")))
         elif counts is not None:
             routes, extra["counts"] = _routes_from_counts(spec, net.net_file, counts, tmp)

@@ -47,6 +47,23 @@ def test_resolve_kinds(tmp_path):
     assert resolve_city("Heidelberg, Germany").place == "Heidelberg, Germany"
 
 
+def test_cologne3_unblocked_is_cologne3_with_the_junction_blocker_timeout():
+    """The labelled variant runs cologne3's own files, with the extra SUMO option in every env
+    (classical and learned alike), as a scenario of its own (not a cache hit of cologne3's)."""
+    from leed_traffic.env import EnvConfig, LeedTrafficEnv
+    from leed_traffic.scenario import build_scenario
+
+    spec = resolve_city("cologne3-unblocked")
+    assert spec.kind == "resco" and spec.sumo_args == ("--ignore-junction-blocker", "60")
+    assert resolve_city("cologne3").sumo_args == ()
+    variant, plain = build_scenario(spec), build_scenario("cologne3")
+    assert variant.net_file == plain.net_file and variant.route_files == plain.route_files
+    assert variant.agents == plain.agents and variant.dir != plain.dir and variant.hash != plain.hash
+    cmd = LeedTrafficEnv(variant, EnvConfig()).sumo_command(0)
+    assert cmd[cmd.index("--ignore-junction-blocker") + 1] == "60"
+    assert "--ignore-junction-blocker" not in LeedTrafficEnv(plain, EnvConfig()).sumo_command(0)
+
+
 @pytest.mark.parametrize("bad, fragment", [
     ("atlantis", "Unknown city 'atlantis'"),
     ("/no/such/file.osm.pbf", "does not exist"),

@@ -32,7 +32,7 @@ def _pair(net, route, begin, seconds, delta, yellow, min_green, reward="diff-wai
 @pytest.mark.parametrize(
     "case",
     [
-        ("4x4-Lucas", "4x4.net.xml", "4x4c1c2c1c2.rou.xml", 0, 600, 5, 2, 5, "diff-waiting-time"),
+        ("4x4-Lucas", "4x4.net.xml", "4x4c1c2c1c2.rou.xml", 0, 300, 5, 2, 5, "diff-waiting-time"),
         ("RESCO/cologne8", "cologne8.net.xml", "cologne8.rou.xml", 25200, 500, 10, 3, 5, "diff-waiting-time"),
         ("RESCO/cologne8", "cologne8.net.xml", "cologne8.rou.xml", 25200, 300, 5, 2, 10, "pressure"),
         ("RESCO/cologne8", "cologne8.net.xml", "cologne8.rou.xml", 25200, 300, 5, 2, 10, "queue"),
