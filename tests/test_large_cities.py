@@ -33,6 +33,9 @@ def test_washington_dc_is_bundled():
     assert spec.kind == "osm" and spec.source.name == "washington-dc.pbf"
     assert osm_format(spec.source) == "pbf"  # a PBF without .osm in its name, recognised by content
     assert spec.demand.veh_per_hour and spec.demand.veh_per_hour > 0
+    # its demand was fitted with the junction-blocker timeout (scenarios/washington-dc.toml): without
+    # it the same volume gridlocks, so the two must travel together
+    assert spec.sumo_args == ("--ignore-junction-blocker", "60")
 
 
 def test_binomial_scales_only_above_the_cap():
