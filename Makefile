@@ -87,7 +87,7 @@ bench: setup
 
 # Rollout workers on every backend (inprocess, process, ray, a two-node Ray cluster on this machine).
 bench-scaling: setup
-	$(PY) benchmarks/bench_scaling.py --city helsinki --seconds 900 --episodes 6 --repeats 2 --out docs
+	$(PY) benchmarks/bench_scaling.py --city helsinki --seconds 900 --episodes 10 --repeats 3 --out docs
 
 # Large cities end to end: synthetic grids of 25, 100, 400 and 1,024 intersections, 10 training episodes each.
 bench-large: setup
