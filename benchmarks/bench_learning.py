@@ -705,14 +705,16 @@ def main(argv: list[str] | None = None) -> int:
                             for s in seeds]
             return out
 
-        other = [{**base, "kind": k, "city": c} for c, _, _ in plan for k in ("classical", "envspeed")]
+        # no held-out episodes (--eval-episodes 0, training-seed experiments): no classical evaluation
+        classical = [{**base, "kind": "classical", "city": c} for c, _, _ in plan] if args.eval_episodes > 0 else []
+        envspeed = [{**base, "kind": "envspeed", "city": c} for c, _, _ in plan]
         # demonstrations first, beside them what does not need them (IPPO, MAPPO, classical);
         # then the demonstration learners
-        results += run_tasks(demo_tasks + trains(False, set()) + other[0::2], args.jobs, logs, args.timeout)
+        results += run_tasks(demo_tasks + trains(False, set()) + classical, args.jobs, logs, args.timeout)
         failed_demos = {r["task"] for r in results if not r["ok"]}
         results += run_tasks(trains(True, failed_demos), args.jobs, logs, args.timeout)
         # the env's throughput is measured alone (jobs=1) so it is not slowed by our own training
-        results += run_tasks(other[1::2], 1, logs, args.timeout)
+        results += run_tasks(envspeed, 1, logs, args.timeout)
     failures = [r for r in results if not r["ok"]]
     rows = collect(args, cities, algos, seeds)
     scal_rows = []
